@@ -1,0 +1,470 @@
+"""The ``robofy-etl`` command: demo, sync, simulator, probe, status, dev."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from robofy_etl import __version__
+from robofy_etl.settings import API_KEY_ENV, Settings, SettingsError
+
+log = logging.getLogger("robofy_etl.cli")
+
+DEMO_DAYS = 14
+DEMO_QUERIES: tuple[tuple[str, str], ...] = (
+    (
+        "Conversations and leads per chatbot, last 7 days",
+        """
+        select c.name as chatbot, count(*) as sessions,
+               count(*) filter (where s.has_lead) as with_lead,
+               round(avg(s.message_count), 1) as avg_messages
+        from marts.sessions s join marts.chatbots c using (chatbot_id)
+        where s.started_at >= current_date - interval 7 day
+        group by all order by sessions desc limit 8
+        """,
+    ),
+    (
+        "WhatsApp vs web",
+        """
+        select platform, count(*) as sessions, round(avg(message_count), 1) as avg_messages,
+               round(100.0 * avg(has_lead::int), 1) as lead_rate_pct
+        from marts.sessions group by all order by sessions desc
+        """,
+    ),
+    (
+        "Busiest hours of the day (UTC), by user messages",
+        """
+        select hour(sent_at) as hour_utc, count(*) as user_messages
+        from marts.messages where role = 'user'
+        group by all order by user_messages desc limit 5
+        """,
+    ),
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _ProgressFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._start = time.monotonic()
+
+    def format(self, record: logging.LogRecord) -> str:
+        elapsed = time.monotonic() - self._start
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
+        return f"[{elapsed:6.1f}s] {level}{record.getMessage()}"
+
+
+@contextmanager
+def _progress(stream: TextIO) -> Iterator[None]:
+    """Shows the pipeline's own INFO log lines as progress while a sync runs."""
+    logger = logging.getLogger("robofy_etl")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_ProgressFormatter())
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- sync
+
+
+@dataclass
+class SyncOutcome:
+    success: bool
+    seconds: float
+    run_id: str
+    errors: list[str] = field(default_factory=list)
+    api: dict[str, int] = field(default_factory=dict)
+    raw_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    published: str = ""
+
+
+def run_sync(
+    settings: Settings,
+    first: date,
+    last: date,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> SyncOutcome:
+    """Materializes every asset for the days ``first..last`` (inclusive) as one Dagster run."""
+    import dagster as dg  # imported here: `robofy-etl --help` should not pay for Dagster
+
+    from robofy_etl.definitions import build_definitions
+    from robofy_etl.defs.schedules import SYNC_JOB, range_tags
+
+    if last < first:
+        raise CliError(f"--end {last} is before --start {first}")
+    if last > _today():
+        raise CliError(f"--end {last} is in the future (today is {_today()} UTC)")
+    if first < settings.start_date:
+        settings = replace(settings, start_date=first)
+    if env:
+        os.environ.update(env)
+    if not os.environ.get(API_KEY_ENV, "").strip():
+        raise CliError(f"{API_KEY_ENV} is not set: export your Robofy API key first.")
+
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(SYNC_JOB)
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
+    started = time.monotonic()
+    with instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags=range_tags(first, last),
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+        outcome = SyncOutcome(
+            success=result.success, seconds=time.monotonic() - started, run_id=result.run_id
+        )
+        seen: set[tuple[str, ...]] = set()
+        for event in result.get_asset_materialization_events():
+            materialization = event.asset_materialization
+            if materialization is None or tuple(materialization.asset_key.path) in seen:
+                continue  # a range run reports the same metadata once per partition
+            seen.add(tuple(materialization.asset_key.path))
+            meta = {k: v.value for k, v in materialization.metadata.items()}
+            if materialization.asset_key.path[0] == "raw":
+                name = materialization.asset_key.path[1]
+                outcome.raw_rows[name] = {
+                    k: int(meta.get(f"rows_{k}", 0) or 0)
+                    for k in ("inserted", "updated", "deleted", "in_slice")
+                }
+                if name != "robofy__chat_messages":  # conversations report once for both tables
+                    for k in ("requests", "retries", "rate_limited", "pages"):
+                        outcome.api[k] = outcome.api.get(k, 0) + int(meta.get(f"api_{k}", 0) or 0)
+            elif "published_copy" in meta:
+                outcome.published = str(meta["published_copy"])
+        if not result.success:
+            outcome.errors = _failure_messages(result)
+    return outcome
+
+
+def _failure_messages(result: Any) -> list[str]:
+    messages: list[str] = []
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause  # the user-facing error is the innermost cause
+        if error is not None:
+            text = error.message.strip()
+            messages.append(f"{event.step_key}: {text}")
+    return messages or ["the run failed; see the Dagster run log"]
+
+
+def _mart_counts(db_path: str) -> list[tuple[str, int]]:
+    import duckdb
+
+    with duckdb.connect(db_path, read_only=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "select table_name from duckdb_tables() where schema_name = 'marts' order by 1"
+            ).fetchall()
+        ]
+        return [(n, conn.execute(f'select count(*) from marts."{n}"').fetchone()[0]) for n in names]
+
+
+def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) -> None:
+    if not outcome.success:
+        print("\nSync failed:", file=out)
+        for message in outcome.errors:
+            print(f"  {message}", file=out)
+        return
+    reader = outcome.published or settings.resolved_publish_path
+    print(
+        f"\nSync finished in {outcome.seconds:.1f}s (Dagster run {outcome.run_id[:8]}).", file=out
+    )
+    raw = [
+        (name, c["in_slice"], c["inserted"], c["updated"], c["deleted"])
+        for name, c in sorted(outcome.raw_rows.items())
+    ]
+    print(_table(raw, ["raw table", "rows in range", "new", "updated", "deleted"]), file=out)
+    api = outcome.api
+    print(
+        f"\nAPI: {api.get('requests', 0)} requests, {api.get('pages', 0)} pages, "
+        f"{api.get('retries', 0)} retries ({api.get('rate_limited', 0)} rate limited).",
+        file=out,
+    )
+    if Path(reader).exists():
+        print(f"\nRows per mart ({reader}):", file=out)
+        print(_table(_mart_counts(reader), ["mart", "rows"]), file=out)
+
+
+def _settings_with(args: argparse.Namespace) -> Settings:
+    if getattr(args, "base_url", None):
+        os.environ["ROBOFY_BASE_URL"] = args.base_url
+    if getattr(args, "duckdb", None):
+        os.environ["ROBOFY_DUCKDB_PATH"] = args.duckdb
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    settings = _settings_with(args)
+    end = args.end or _today()
+    start = args.start or end - timedelta(days=DEMO_DAYS - 1)
+    print(f"robofy-etl {__version__}: syncing {start}..{end} from {settings.base_url}")
+    print(f"warehouse: {settings.duckdb_path}")
+    with _progress(sys.stderr):
+        outcome = run_sync(settings, start, end)
+    print_sync_summary(outcome, settings, sys.stdout)
+    return 0 if outcome.success else 1
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@contextmanager
+def _demo_simulator(scale: str, latency_ms: float) -> Iterator[Any]:
+    from robofy_etl.simulator import SimulatorConfig, serve
+
+    end = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    with serve(SimulatorConfig(scale=scale, seed=1, end=end, latency_ms=latency_ms)) as sim:
+        yield sim
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import duckdb
+
+    os.environ.setdefault("ROBOFY_DUCKDB_PATH", "data/robofy.duckdb")
+    with _demo_simulator(args.scale, args.latency_ms) as sim:
+        os.environ[API_KEY_ENV] = sim.api_key
+        os.environ["ROBOFY_BASE_URL"] = sim.base_url
+        settings = _settings_with(args)
+        today = _today()
+        first = today - timedelta(days=DEMO_DAYS - 1)
+        print(
+            f"robofy-etl demo: built-in Robofy simulator ({args.scale} dataset) at {sim.base_url};"
+            f" syncing the last {DEMO_DAYS} days ({first}..{today}) into {settings.duckdb_path}\n"
+        )
+        with _progress(sys.stderr):
+            outcome = run_sync(settings, first, today)
+    print_sync_summary(outcome, settings, sys.stdout)
+    if not outcome.success:
+        return 1
+    reader = outcome.published or settings.resolved_publish_path
+    with duckdb.connect(reader, read_only=True) as conn:
+        for title, sql in DEMO_QUERIES:
+            cursor = conn.execute(sql)
+            headers = [d[0] for d in cursor.description]
+            print(f"\n{title}:\n{_table(cursor.fetchall(), headers)}")
+    print(
+        f"""
+Next:
+  duckdb {reader}            # query the marts (a read-only copy; loads never block it)
+  make dev                   # the Dagster UI on this data, http://127.0.0.1:3000
+  robofy-etl sync --start {first} --end {today}   # with ROBOFY_API_KEY set, for your account
+See docs/queries.md for ten more analyst questions and docs/tables.md for every column."""
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- dev, probe, status
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Runs ``dagster dev`` on this repository, optionally against the built-in simulator."""
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve()))
+    command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    if not args.simulator:
+        return subprocess.call(command, env=env)  # noqa: S603 - fixed argv
+    with _demo_simulator(args.scale, 0.0) as sim:
+        env[API_KEY_ENV] = sim.api_key
+        env["ROBOFY_BASE_URL"] = sim.base_url
+        print(f"Built-in simulator at {sim.base_url}; Dagster UI at http://127.0.0.1:{args.port}")
+        try:
+            return subprocess.call(command, env=env)  # noqa: S603 - fixed argv
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from robofy_etl.api import ClientConfig, RobofyClient, RobofyError, format_probe_report, probe
+
+    settings = _settings_with(args)
+
+    def run(base_url: str, api_key: str) -> int:
+        config = ClientConfig(
+            base_url=base_url,
+            api_key=api_key,
+            auth_header=settings.auth_header,
+            timeout_s=settings.timeout_s,
+            max_in_flight=2,
+            naive_timezone=settings.naive_timezone,
+            stats_params=settings.stats_params,
+        )
+        try:
+            with RobofyClient(config) as api:
+                report = probe(api, days=args.days)
+        except RobofyError as exc:
+            print(f"probe failed: {exc}", file=sys.stderr)
+            return 1
+        print(format_probe_report(report))
+        return 0
+
+    if args.simulator:
+        with _demo_simulator("tiny", 0.0) as sim:
+            return run(sim.base_url, sim.api_key)
+    key = os.environ.get(API_KEY_ENV, "")
+    if not key.strip():
+        raise CliError(f"{API_KEY_ENV} is not set: export your Robofy API key first.")
+    return run(settings.base_url, key)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import duckdb
+
+    settings = _settings_with(args)
+    path = (
+        settings.resolved_publish_path
+        if Path(settings.resolved_publish_path).exists()
+        else settings.duckdb_path
+    )
+    if not Path(path).exists():
+        raise CliError(f"no warehouse at {settings.duckdb_path}: run `robofy-etl sync` first")
+    with duckdb.connect(path, read_only=True) as conn:
+        loads = conn.execute(
+            """select stream, max(finished_at) as last_load, arg_max(slice, finished_at) as slice,
+                      sum(rows_inserted) as inserted, sum(rows_updated) as updated,
+                      sum(rows_deleted) as deleted
+               from meta.load_audit group by stream order by stream"""
+        ).fetchall()
+        drift = conn.execute(
+            "select stream, field_name, change, occurrences, last_seen_at from meta.schema_drift"
+            " order by stream, field_name"
+        ).fetchall()
+        quarantined = conn.execute(
+            "select stream, reason, count(*) from meta.quarantine group by all order by 1, 2"
+        ).fetchall()
+    print(f"warehouse: {path}\n")
+    print(
+        _table(loads, ["stream", "last load (UTC)", "last slice", "inserted", "updated", "deleted"])
+    )
+    print("\nschema drift:" if drift else "\nschema drift: none")
+    if drift:
+        print(_table(drift, ["stream", "field", "change", "seen", "last seen"]))
+    print("\nquarantined records:" if quarantined else "\nquarantined records: none")
+    if quarantined:
+        print(_table(quarantined, ["stream", "reason", "records"]))
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date like 2026-10-01: {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robofy-etl",
+        description="Keep your Robofy data in DuckDB: projects, chatbots, conversations, "
+        "leads and message stats, incrementally, with Dagster.",
+    )
+    parser.add_argument("--version", action="version", version=f"robofy-etl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--base-url", help="Robofy API base URL (default: $ROBOFY_BASE_URL)")
+        p.add_argument("--duckdb", help="warehouse file (default: $ROBOFY_DUCKDB_PATH)")
+
+    p = sub.add_parser("sync", help="sync a range of days (API key from $ROBOFY_API_KEY)")
+    p.add_argument("--start", type=_date, help="first day, UTC (default: 13 days before --end)")
+    p.add_argument("--end", type=_date, help="last day, inclusive (default: today)")
+    common(p)
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in simulator")
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    p.add_argument("--latency-ms", type=float, default=0.0, help="simulated API latency")
+    common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dev", help="open the Dagster UI (dagster dev) on this repository")
+    p.add_argument("--simulator", action="store_true", help="point it at the built-in simulator")
+    p.add_argument("--scale", default="small", choices=["tiny", "small", "medium", "large"])
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_dev)
+
+    sub.add_parser("simulator", help="serve the built-in Robofy API (--help for its options)")
+
+    p = sub.add_parser("probe", help="call each read endpoint once and compare with the contract")
+    p.add_argument("--days", type=int, default=7, help="days of message stats to ask for")
+    p.add_argument("--simulator", action="store_true", help="probe the built-in simulator")
+    common(p)
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("status", help="last loads, schema drift and quarantined records")
+    common(p)
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulator"]:  # its options belong to the simulator's own parser
+        from robofy_etl.simulator.server import main as simulator_main
+
+        return simulator_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"robofy-etl: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

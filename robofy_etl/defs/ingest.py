@@ -1,0 +1,176 @@
+"""Raw assets: one per API stream, landing ``raw.robofy__*`` through ``robofy_etl.streams``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+
+from robofy_etl import streams
+from robofy_etl.defs.partitions import window_of
+from robofy_etl.defs.resources import RobofyResource, WarehouseResource
+
+log = logging.getLogger(__name__)
+
+GROUP = "raw"
+POOL = "robofy_warehouse"  # one writer of the DuckDB file at a time (dagster.yaml: pools)
+KIND_TAGS = {"dagster/kind/duckdb": "", "dagster/kind/python": ""}
+
+
+def raw_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table])
+
+
+def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult:
+    metadata = report.metadata(table)
+    counts = report.counts.get(table)
+    rows = 0 if counts is None else counts.inserted + counts.updated + counts.unchanged
+    log.info(
+        "%s %s: %d rows (+%d new, %d updated, -%d deleted), %d requests, %d retries in %.1fs",
+        table,
+        report.window,
+        rows,
+        metadata["rows_inserted"],
+        metadata["rows_updated"],
+        metadata["rows_deleted"],
+        report.api.get("requests", 0),
+        report.api.get("retries", 0),
+        report.duration_s,
+    )
+    return dg.MaterializeResult(
+        asset_key=raw_key(table), metadata={**metadata, "dagster/row_count": rows}
+    )
+
+
+def _snapshot_asset(
+    table: str,
+    sync: Callable[..., streams.SyncReport],
+    description: str,
+    deps: list[dg.AssetKey],
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=raw_key(table),
+        group_name=GROUP,
+        description=description,
+        deps=deps,
+        pool=POOL,
+        tags=KIND_TAGS,
+        metadata={"slice": "whole table (snapshot merge, soft deletes)"},
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        wh = warehouse.get_warehouse()
+        with robofy.get_client() as api:
+            report = sync(api, wh, context.run.run_id, naive_tz=robofy.naive_timezone)
+        return _result(table, report)
+
+    return _asset
+
+
+def _windowed_asset(
+    table: str,
+    sync: Callable[..., streams.SyncReport],
+    description: str,
+    partitions_def: dg.PartitionsDefinition,
+    partition_expr: str,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=raw_key(table),
+        group_name=GROUP,
+        description=description,
+        deps=[raw_key("robofy__chatbots")],
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        tags=KIND_TAGS,
+        metadata={"partition_expr": partition_expr},
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        wh = warehouse.get_warehouse()
+        with robofy.get_client() as api:
+            report = sync(
+                api, wh, context.run.run_id, window_of(context), naive_tz=robofy.naive_timezone
+            )
+        return _result(table, report)
+
+    return _asset
+
+
+def raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every raw asset, wired in dependency order (projects -> chatbots -> the rest)."""
+    projects = _snapshot_asset(
+        "robofy__projects",
+        streams.sync_projects,
+        "One row per Robofy project, as returned by List Projects (full snapshot; vanished "
+        "projects are kept and marked deleted).",
+        deps=[],
+    )
+    chatbots = _snapshot_asset(
+        "robofy__chatbots",
+        streams.sync_chatbots,
+        "One row per chatbot (agent) of every live project, as returned by List Agents "
+        "(full snapshot; vanished chatbots are marked deleted).",
+        deps=[raw_key("robofy__projects")],
+    )
+    leads = _windowed_asset(
+        "robofy__leads",
+        streams.sync_leads,
+        "One row per captured lead, by the UTC day it was created, as returned by List Leads.",
+        partitions_def,
+        "_slice (created_at day)",
+    )
+    stats = _windowed_asset(
+        "robofy__message_stats",
+        streams.sync_message_stats,
+        "One row per chatbot and day of the message statistics endpoint.",
+        partitions_def,
+        "_slice (stat_date)",
+    )
+    return [projects, chatbots, _conversations_asset(partitions_def), leads, stats]
+
+
+def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    sessions, messages = raw_key("robofy__inbox_sessions"), raw_key("robofy__chat_messages")
+
+    @dg.multi_asset(
+        name="robofy__conversations",
+        specs=[
+            dg.AssetSpec(
+                sessions,
+                group_name=GROUP,
+                description="One row per inbox session (chatbot_id, session_id), by the UTC day "
+                "it started, as returned by List Sessions.",
+                deps=[raw_key("robofy__chatbots")],
+                metadata={"partition_expr": "_slice (session start day)"},
+                tags=KIND_TAGS,
+            ),
+            dg.AssetSpec(
+                messages,
+                group_name=GROUP,
+                description="One row per transcript message, in the partition of its session's "
+                "start day. Fetched only for new or changed sessions.",
+                deps=[sessions],
+                metadata={"partition_expr": "_slice (session start day)"},
+                tags=KIND_TAGS,
+            ),
+        ],
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult]:
+        wh = warehouse.get_warehouse()
+        with robofy.get_client() as api:
+            report = streams.sync_conversations(
+                api, wh, context.run.run_id, window_of(context), naive_tz=robofy.naive_timezone
+            )
+        yield _result("robofy__inbox_sessions", report)
+        yield _result("robofy__chat_messages", report)
+
+    return _asset

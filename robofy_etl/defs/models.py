@@ -1,0 +1,71 @@
+"""SQL model assets: one asset per ``sql/`` file, built in one transaction, then published."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from robofy_etl.defs.ingest import POOL
+from robofy_etl.defs.resources import WarehouseResource
+from robofy_etl.warehouse.models import Model, build
+
+log = logging.getLogger(__name__)
+
+
+def model_key(model: Model) -> dg.AssetKey:
+    return dg.AssetKey([model.schema, model.name])
+
+
+def _dep_key(relation: str) -> dg.AssetKey:
+    return dg.AssetKey(relation.split("."))
+
+
+def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
+    """Every staging and mart model as one subsettable multi-asset with per-model lineage.
+
+    Building them in one step means one DuckDB transaction: readers of the warehouse never see
+    marts from two different loads. After a successful build the warehouse is published as a
+    read-only copy for dashboards.
+    """
+    specs = [
+        dg.AssetSpec(
+            model_key(m),
+            deps=[_dep_key(d) for d in m.deps],
+            group_name=m.schema,
+            description=m.description or None,
+            kinds={"duckdb", "sql"},
+            metadata={
+                "grain": m.grain or "",
+                "materialization": m.materialization,
+                "sql_file": f"sql/{m.schema}/{m.name}.sql",
+            },
+            automation_condition=dg.AutomationCondition.eager(),
+        )
+        for m in models
+    ]
+    by_key = {model_key(m): m for m in models}
+
+    @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=POOL)
+    def _build(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult]:
+        selected = [by_key[key] for key in context.selected_asset_keys]
+        wh = warehouse.get_warehouse()
+        with wh.transaction(run_id=context.run.run_id) as tx:
+            results = build(tx.conn, models, select=[f"{m.schema}.{m.name}" for m in selected])
+        published = wh.publish(warehouse.publish_path or None)
+        log.info("built %d SQL models; published %s", len(results), published)
+        for result in results:
+            schema, name = result.name.split(".", 1)
+            metadata: dict[str, object] = {
+                "materialization": result.materialization,
+                "duration_s": round(result.duration_s, 3),
+                "published_copy": str(published),
+            }
+            if result.row_count is not None:
+                metadata["dagster/row_count"] = result.row_count
+            yield dg.MaterializeResult(asset_key=dg.AssetKey([schema, name]), metadata=metadata)
+
+    return _build

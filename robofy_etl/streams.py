@@ -1,0 +1,788 @@
+"""Stream syncs: read one stream from the API and land it in the warehouse, slice by slice.
+
+This is plain Python between the client (``api``) and the storage layer (``warehouse``), so the
+Dagster layer stays a thin wrapper and the sync logic is testable without an orchestrator. Each
+function reads what it needs, talks HTTP with no database connection open, and then writes one
+transaction per slice: the data, its sync state, drift, quarantine and audit rows together.
+
+Incremental rules (design.md section 4):
+- projects, chatbots: full snapshot, merged on the key; vanished rows are soft-deleted.
+- sessions: daily slices by the UTC day the session started. The list is scanned newest
+  activity first; the scan stops once the page is past the window while that order holds, and
+  falls back to a full scan on any disorder. Transcripts are fetched only for sessions that are
+  new or whose ``last_message_time`` changed, and land in the session's start-day slice.
+- leads: daily slices by ``created_at``, same scan rule (newest first).
+- message stats: daily slices, fetched by date range.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from robofy_etl.api import (
+    ENDPOINTS,
+    RobofyClient,
+    RobofyNotFoundError,
+    find_drift,
+    parse_timestamp,
+)
+from robofy_etl.warehouse import LoadCounts, Slice, Warehouse
+
+log = logging.getLogger(__name__)
+
+# Changed sessions whose transcripts are held in memory before they are written. Bounds memory
+# on long backfills; each chunk is one transaction that covers whole days.
+TRANSCRIPT_CHUNK = 4000
+# The stats endpoint is asked for at most this many days per request.
+STATS_MAX_DAYS = 31
+# Contract fields that the API may legitimately leave out; their absence is not drift.
+OPTIONAL_FIELDS: Mapping[str, frozenset[str]] = {
+    "leads": frozenset({"session_id", "ip_address", "page_url", "source"}),
+    "sessions": frozenset({"platform", "status", "website_url", "user_profile_name"}),
+}
+# raw table -> API endpoint whose records it holds
+TABLE_ENDPOINT = {
+    "robofy__projects": "projects",
+    "robofy__chatbots": "chatbots",
+    "robofy__inbox_sessions": "sessions",
+    "robofy__chat_messages": "transcript",
+    "robofy__leads": "leads",
+    "robofy__message_stats": "message_stats",
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open range of UTC days ``[start, end)``: the partitions one run covers."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"empty window: {self.start} .. {self.end}")
+
+    @classmethod
+    def inclusive(cls, first: date, last: date) -> Window:
+        return cls(first, last + timedelta(days=1))
+
+    @property
+    def start_dt(self) -> datetime:
+        return datetime(self.start.year, self.start.month, self.start.day)
+
+    @property
+    def end_dt(self) -> datetime:
+        return datetime(self.end.year, self.end.month, self.end.day)
+
+    @property
+    def last(self) -> date:
+        return self.end - timedelta(days=1)
+
+    def days(self) -> Iterator[date]:
+        d = self.start
+        while d < self.end:
+            yield d
+            d += timedelta(days=1)
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start_dt <= moment < self.end_dt
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.last.isoformat()}"
+
+
+@dataclass
+class SyncReport:
+    """What one stream sync did: the counts and costs a run reports as metadata."""
+
+    stream: str
+    window: str
+    counts: dict[str, LoadCounts] = field(default_factory=dict)
+    api: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    unparseable_timestamps: int = 0
+    drift: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def add_counts(self, table: str, counts: LoadCounts) -> None:
+        prev = self.counts.get(table)
+        if prev is None:
+            self.counts[table] = counts
+        else:
+            self.counts[table] = LoadCounts(
+                inserted=prev.inserted + counts.inserted,
+                updated=prev.updated + counts.updated,
+                deleted=prev.deleted + counts.deleted,
+                unchanged=prev.unchanged + counts.unchanged,
+            )
+
+    def metadata(self, table: str) -> dict[str, Any]:
+        """Flat metadata for one table's materialization."""
+        counts = self.counts.get(table, LoadCounts(0, 0, 0, 0))
+        return {
+            "window": self.window,
+            "rows_inserted": counts.inserted,
+            "rows_updated": counts.updated,
+            "rows_deleted": counts.deleted,
+            "rows_unchanged": counts.unchanged,
+            "rows_in_slice": counts.inserted + counts.updated + counts.unchanged,
+            **{f"api_{k}": v for k, v in self.api.items()},
+            "quarantined": self.quarantined,
+            "unparseable_timestamps": self.unparseable_timestamps,
+            "schema_drift": ", ".join(self.drift) if self.drift else "none",
+            **self.details,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+class _Tracker:
+    """Per-sync bookkeeping: API cost, drift, quarantine and unparseable timestamps."""
+
+    def __init__(self, api: RobofyClient, stream: str, window: str, naive_tz: str) -> None:
+        self.api = api
+        self.report = SyncReport(stream=stream, window=window)
+        self.naive_tz = naive_tz
+        self._api_before = api.total_stats()
+        self._started = time.monotonic()
+        self.quarantine: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._added: dict[str, dict[str, Any]] = {}
+        self._missing: dict[str, Counter[str]] = {}
+        self._seen: Counter[str] = Counter()
+
+    def ts(self, value: Any) -> datetime | None:
+        """Parses a timestamp; counts values that are present but unparseable."""
+        if value is None or value == "":
+            return None
+        parsed = parse_timestamp(value, naive_tz=self.naive_tz)
+        if parsed is None:
+            self.report.unparseable_timestamps += 1
+        return parsed
+
+    def observe(self, table: str, record: Mapping[str, Any]) -> None:
+        added, missing = find_drift(ENDPOINTS[TABLE_ENDPOINT[table]], dict(record))
+        self._seen[table] += 1
+        if added:
+            bucket = self._added.setdefault(table, {})
+            for name in added:
+                bucket.setdefault(name, record.get(name))
+        if missing:
+            self._missing.setdefault(table, Counter()).update(missing)
+
+    def reject(self, table: str, reason: str, record: Mapping[str, Any]) -> None:
+        self.quarantine.setdefault(table, []).append((reason, dict(record)))
+        self.report.quarantined += 1
+        log.warning("quarantined a %s record: %s", table, reason)
+
+    def drift(self, table: str) -> tuple[dict[str, Any], set[str]]:
+        """Fields added in any record, and contract fields absent from every record."""
+        added = self._added.get(table, {})
+        optional = OPTIONAL_FIELDS.get(TABLE_ENDPOINT[table], frozenset())
+        seen = self._seen[table]
+        missing = {
+            name
+            for name, n in self._missing.get(table, Counter()).items()
+            if n == seen and name not in optional
+        }
+        return added, missing
+
+    def write_extras(self, tx: Any, table: str, slice_label: str) -> None:
+        """Drift and quarantine rows for ``table``, inside the caller's transaction."""
+        added, missing = self.drift(table)
+        if added or missing:
+            tx.record_drift(table, added=added, missing=missing)
+            for name in sorted(added):
+                entry = f"{table}: +{name}"
+                if entry not in self.report.drift:
+                    self.report.drift.append(entry)
+            for name in sorted(missing):
+                entry = f"{table}: -{name}"
+                if entry not in self.report.drift:
+                    self.report.drift.append(entry)
+        rejected = self.quarantine.pop(table, [])
+        if rejected:
+            tx.quarantine(table, rejected, slice=slice_label)
+
+    def api_delta(self) -> dict[str, int]:
+        now = self.api.total_stats()
+        return {
+            "requests": now.requests - self._api_before.requests,
+            "retries": now.retries - self._api_before.retries,
+            "rate_limited": now.rate_limited - self._api_before.rate_limited,
+            "pages": now.pages - self._api_before.pages,
+            "bytes": now.bytes - self._api_before.bytes,
+        }
+
+    def finish(self) -> SyncReport:
+        self.report.api = self.api_delta()
+        self.report.duration_s = time.monotonic() - self._started
+        return self.report
+
+
+def _day(moment: datetime) -> str:
+    return moment.date().isoformat()
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def sync_projects(
+    api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
+) -> SyncReport:
+    """Full snapshot of the account's projects, merged on project_id (vanished: soft-deleted)."""
+    t = _Tracker(api, "projects", "snapshot", naive_tz)
+    table = "robofy__projects"
+    rows: list[dict[str, Any]] = []
+    for record in api.iter_items("projects"):
+        t.observe(table, record)
+        project_id = _int(record.get("id", record.get("project_id")))
+        if project_id is None:
+            t.reject(table, "missing or non-integer project id ('id')", record)
+            continue
+        rows.append(
+            {
+                "project_id": project_id,
+                "created_at": t.ts(record.get("created_on")),
+                "updated_at": t.ts(record.get("updated_on")),
+                "_payload": record,
+                "_slice": "snapshot",
+            }
+        )
+    with wh.transaction(run_id=run_id) as tx:
+        counts = tx.merge_snapshot(table, rows)
+        t.write_extras(tx, table, "snapshot")
+        report = t.finish()
+        tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
+    return report
+
+
+def sync_chatbots(
+    api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
+) -> SyncReport:
+    """Full snapshot of every live project's chatbots, merged on chatbot_id."""
+    t = _Tracker(api, "chatbots", "snapshot", naive_tz)
+    table = "robofy__chatbots"
+    project_ids = active_project_ids(wh)
+
+    def list_chatbots(project_id: int) -> list[dict[str, Any]]:
+        return list(api.iter_items("chatbots", project_id=project_id))
+
+    rows: list[dict[str, Any]] = []
+    for project_id, records in api.fan_out(project_ids, list_chatbots):
+        for record in records:
+            t.observe(table, record)
+            chatbot_id = _str(record.get("chatbot_id"))
+            if chatbot_id is None:
+                t.reject(table, "missing chatbot id ('chatbot_id' or 'id')", record)
+                continue
+            rows.append(
+                {
+                    "chatbot_id": chatbot_id,
+                    "project_id": _int(record.get("project_id")) or project_id,
+                    "created_at": t.ts(record.get("created_on")),
+                    "updated_at": t.ts(record.get("updated_on")),
+                    "_payload": record,
+                    "_slice": "snapshot",
+                }
+            )
+    with wh.transaction(run_id=run_id) as tx:
+        counts = tx.merge_snapshot(table, rows)
+        t.write_extras(tx, table, "snapshot")
+        report = t.finish()
+        tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
+    report.details["projects"] = len(project_ids)
+    return report
+
+
+def active_project_ids(wh: Warehouse) -> list[int]:
+    with wh.connect(read_only=False) as conn:
+        rows = conn.execute(
+            "select project_id from raw.robofy__projects where not _is_deleted order by 1"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def active_chatbots(wh: Warehouse) -> list[tuple[str, int]]:
+    """(chatbot_id, project_id) of every chatbot not marked deleted."""
+    with wh.connect(read_only=False) as conn:
+        rows = conn.execute(
+            "select chatbot_id, project_id from raw.robofy__chatbots"
+            " where not _is_deleted order by 1"
+        ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+# --------------------------------------------------------------------------- list scans
+
+
+@dataclass
+class _Scan:
+    """One chatbot's list scan: the in-window records and how the scan went."""
+
+    chatbot_id: str
+    project_id: int
+    records: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    pages: int = 0
+    ordered: bool = True
+    stopped_early: bool = False
+
+
+def _scan(
+    api: RobofyClient,
+    t: _Tracker,
+    table: str,
+    endpoint: str,
+    order_field: str,
+    slice_field: str,
+    window: Window,
+    chatbot_id: str,
+    project_id: int,
+    *,
+    full_scan: bool,
+) -> _Scan:
+    """Walks a newest-first list, keeping records whose ``slice_field`` falls in the window.
+
+    While every page keeps ``order_field`` non-increasing, the scan stops after the first page
+    that reaches past the window start: nothing after it can belong to the window. Any disorder
+    (or a missing order value) switches to a full scan, so no record is ever missed.
+    """
+    scan = _Scan(chatbot_id, project_id)
+    params: dict[str, Any] = {"chatbot_id": chatbot_id}
+    if endpoint == "leads":
+        params["project_id"] = project_id
+    previous: datetime | None = None
+    for page in api.paginate(endpoint, **params):
+        scan.pages += 1
+        for record in page.items:
+            t.observe(table, record)
+            order_value = t.ts(record.get(order_field))
+            if order_value is None or (previous is not None and order_value > previous):
+                if scan.ordered:
+                    log.info(
+                        "%s of chatbot %s are not newest-first (page %d): scanning all pages",
+                        endpoint,
+                        chatbot_id,
+                        scan.pages,
+                    )
+                scan.ordered = False
+            if order_value is not None:
+                previous = order_value if previous is None else min(previous, order_value)
+            slice_value = t.ts(record.get(slice_field))
+            if slice_value is None:
+                if record.get(slice_field) in (None, ""):
+                    reason = f"missing '{slice_field}', so its day is unknown"
+                else:
+                    reason = f"unparseable '{slice_field}': {record.get(slice_field)!r}"
+                t.reject(table, reason, {**record, "chatbot_id": chatbot_id})
+                continue
+            if window.contains(slice_value):
+                scan.records.append((slice_value, record))
+        if scan.ordered and not full_scan and previous is not None and previous < window.start_dt:
+            scan.stopped_early = True
+            break
+    return scan
+
+
+def _scan_all(
+    api: RobofyClient,
+    t: _Tracker,
+    table: str,
+    endpoint: str,
+    order_field: str,
+    slice_field: str,
+    window: Window,
+    chatbots: Sequence[tuple[str, int]],
+    *,
+    full_scan: bool,
+) -> list[_Scan]:
+    def one(chatbot: tuple[str, int]) -> _Scan:
+        return _scan(
+            api,
+            t,
+            table,
+            endpoint,
+            order_field,
+            slice_field,
+            window,
+            *chatbot,
+            full_scan=full_scan,
+        )
+
+    scans = [scan for _, scan in api.fan_out(chatbots, one)]
+    scans.sort(key=lambda s: s.chatbot_id)
+    t.report.details["list_pages"] = t.report.details.get("list_pages", 0) + sum(
+        s.pages for s in scans
+    )
+    t.report.details["list_scans_stopped_early"] = sum(s.stopped_early for s in scans)
+    t.report.details["list_scans_unordered"] = sum(not s.ordered for s in scans)
+    return scans
+
+
+# --------------------------------------------------------------------------- sessions + messages
+
+
+def _message_rows(
+    t: _Tracker,
+    chatbot_id: str,
+    session_id: str,
+    project_id: int,
+    day: str,
+    records: Iterable[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    table = "robofy__chat_messages"
+    rows: list[dict[str, Any]] = []
+    for ordinal, record in enumerate(records):
+        t.observe(table, record)
+        message_id = _str(record.get("id", record.get("message_id")))
+        if message_id is None:
+            t.reject(
+                table,
+                "missing message id ('id')",
+                {**record, "chatbot_id": chatbot_id, "session_id": session_id},
+            )
+            continue
+        rows.append(
+            {
+                "chatbot_id": chatbot_id,
+                "session_id": session_id,
+                "message_id": message_id,
+                "project_id": project_id,
+                "ordinal": ordinal,
+                "sent_at": t.ts(_message_time(record)),
+                "_payload": record,
+                "_slice": day,
+            }
+        )
+    return rows
+
+
+def _message_time(record: Mapping[str, Any]) -> Any:
+    """A message's time: its first part's ``data.time`` (InboxChatDto), else a top-level one."""
+    parts = record.get("parts")
+    if isinstance(parts, list):
+        for part in parts:
+            if isinstance(part, dict) and isinstance(part.get("data"), dict):
+                value = part["data"].get("time")
+                if value:
+                    return value
+    for name in ("time", "created_at", "created_on", "timestamp"):
+        if record.get(name):
+            return record[name]
+    return None
+
+
+def sync_conversations(
+    api: RobofyClient,
+    wh: Warehouse,
+    run_id: str,
+    window: Window,
+    *,
+    naive_tz: str = "UTC",
+    full_scan: bool = False,
+    chunk_sessions: int = TRANSCRIPT_CHUNK,
+) -> SyncReport:
+    """Inbox sessions started in ``window`` and their transcripts (new or changed sessions only).
+
+    Writes ``raw.robofy__inbox_sessions`` and ``raw.robofy__chat_messages`` together, one
+    transaction per run of whole days, so a session and its messages are never out of step.
+    """
+    t = _Tracker(api, "conversations", str(window), naive_tz)
+    sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
+    chatbots = active_chatbots(wh)
+    chatbot_ids = [c for c, _ in chatbots]
+    stored = wh.session_watermarks(chatbot_ids, window.start, window.end)
+
+    scans = _scan_all(
+        api,
+        t,
+        sessions_table,
+        "sessions",
+        "last_message_time",
+        "created_on",
+        window,
+        chatbots,
+        full_scan=full_scan,
+    )
+
+    # Session rows, by start day; transcripts needed for new or changed sessions.
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    changed_by_day: dict[str, list[tuple[str, str, int, str]]] = {}
+    listed: set[tuple[str, str]] = set()
+    for scan in scans:
+        for started_at, record in scan.records:
+            session_id = _str(record.get("session_id"))
+            if session_id is None:
+                t.reject(
+                    sessions_table,
+                    "missing session id ('session_id')",
+                    {**record, "chatbot_id": scan.chatbot_id},
+                )
+                continue
+            key = (scan.chatbot_id, session_id)
+            if key in listed:
+                continue  # the same session listed twice: the first (newest) copy wins
+            listed.add(key)
+            day = _day(started_at)
+            by_day.setdefault(day, []).append(
+                {
+                    "chatbot_id": scan.chatbot_id,
+                    "session_id": session_id,
+                    "project_id": scan.project_id,
+                    "started_at": started_at,
+                    "last_message_at": t.ts(record.get("last_message_time")),
+                    "_payload": record,
+                    "_slice": day,
+                }
+            )
+            previous = stored.get(key)
+            raw_lmt = record.get("last_message_time")
+            current = None if raw_lmt is None else str(raw_lmt)
+            if previous is None or previous[0] != current or previous[1] != day:
+                changed_by_day.setdefault(day, []).append(
+                    (scan.chatbot_id, session_id, scan.project_id, day)
+                )
+    vanished_by_day: dict[str, list[tuple[str, str]]] = {}
+    for key, (_, day) in stored.items():
+        if key not in listed:
+            vanished_by_day.setdefault(day, []).append(key)
+
+    def fetch(task: tuple[str, str, int, str]) -> list[dict[str, Any]] | None:
+        chatbot_id, session_id, _, _ = task
+        try:
+            return list(api.iter_items("transcript", chatbot_id=chatbot_id, session_id=session_id))
+        except RobofyNotFoundError:
+            return None
+
+    transcripts = missing = 0
+    for days in _chunks_of_days(window, changed_by_day, chunk_sessions):
+        changed = [task for d in days for task in changed_by_day.get(d, [])]
+        message_rows: list[dict[str, Any]] = []
+        for task, records in api.fan_out(changed, fetch):
+            chatbot_id, session_id, project_id, day = task
+            if records is None:
+                missing += 1
+                log.warning("transcript of session %s/%s is gone (404)", chatbot_id, session_id)
+                continue
+            transcripts += 1
+            message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
+        session_rows = [row for d in days for row in by_day.get(d, [])]
+        replaced_keys = [(c, s) for c, s, _, _ in changed]
+        replaced_keys += [key for d in days for key in vanished_by_day.get(d, [])]
+        part = Window(date.fromisoformat(days[0]), date.fromisoformat(days[-1]) + timedelta(days=1))
+        with wh.transaction(run_id=run_id) as tx:
+            s_counts = tx.replace(
+                sessions_table,
+                session_rows,
+                slice=Slice(
+                    day_from=part.start, day_to=part.end, within={"chatbot_id": chatbot_ids}
+                ),
+            )
+            m_counts = tx.replace(
+                messages_table,
+                message_rows,
+                slice=Slice(keys=(("chatbot_id", "session_id"), replaced_keys)),
+            )
+            t.write_extras(tx, sessions_table, str(part))
+            t.write_extras(tx, messages_table, str(part))
+            requests = t.api_delta()["requests"]
+            tx.audit(sessions_table, slice=str(part), counts=s_counts, api_requests=requests)
+            tx.audit(messages_table, slice=str(part), counts=m_counts, api_requests=None)
+            for scan in scans:
+                tx.set_state(
+                    "sessions",
+                    scope=f"chatbot:{scan.chatbot_id}",
+                    value={
+                        "window": str(window),
+                        "pages": scan.pages,
+                        "newest_first": scan.ordered,
+                        "stopped_early": scan.stopped_early,
+                    },
+                )
+        t.report.add_counts(sessions_table, s_counts)
+        t.report.add_counts(messages_table, m_counts)
+
+    report = t.finish()
+    report.details.update(
+        {
+            "chatbots": len(chatbots),
+            "sessions_listed": len(listed),
+            "transcripts_fetched": transcripts,
+            "transcripts_missing": missing,
+            "sessions_vanished": sum(len(v) for v in vanished_by_day.values()),
+        }
+    )
+    return report
+
+
+def _chunks_of_days(
+    window: Window, changed_by_day: Mapping[str, Sequence[object]], limit: int
+) -> Iterator[list[str]]:
+    """Splits the window into runs of whole days holding at most ``limit`` changed sessions.
+
+    Every day of the window is in exactly one chunk (empty days too: their vanished sessions
+    must still be deleted). A single day above the limit is a chunk of its own.
+    """
+    chunk: list[str] = []
+    size = 0
+    for day in (d.isoformat() for d in window.days()):
+        n = len(changed_by_day.get(day, ()))
+        if chunk and size + n > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(day)
+        size += n
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------- leads
+
+
+def sync_leads(
+    api: RobofyClient,
+    wh: Warehouse,
+    run_id: str,
+    window: Window,
+    *,
+    naive_tz: str = "UTC",
+    full_scan: bool = False,
+) -> SyncReport:
+    """Leads created in ``window``, one transaction replacing those days for every chatbot."""
+    t = _Tracker(api, "leads", str(window), naive_tz)
+    table = "robofy__leads"
+    chatbots = active_chatbots(wh)
+    scans = _scan_all(
+        api, t, table, "leads", "created_at", "created_at", window, chatbots, full_scan=full_scan
+    )
+    rows: list[dict[str, Any]] = []
+    for scan in scans:
+        for created_at, record in scan.records:
+            lead_id = _str(record.get("id", record.get("lead_id")))
+            if lead_id is None:
+                t.reject(table, "missing lead id ('id')", {**record, "chatbot_id": scan.chatbot_id})
+                continue
+            rows.append(
+                {
+                    "lead_id": lead_id,
+                    "project_id": scan.project_id,
+                    "chatbot_id": scan.chatbot_id,
+                    "session_id": _str(record.get("session_id")),
+                    "created_at": created_at,
+                    "_payload": record,
+                    "_slice": _day(created_at),
+                }
+            )
+    with wh.transaction(run_id=run_id) as tx:
+        counts = tx.replace(
+            table,
+            rows,
+            slice=Slice(
+                day_from=window.start,
+                day_to=window.end,
+                within={"chatbot_id": [c for c, _ in chatbots]},
+            ),
+        )
+        t.write_extras(tx, table, str(window))
+        report = t.finish()
+        tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
+    report.details["chatbots"] = len(chatbots)
+    return report
+
+
+# --------------------------------------------------------------------------- message stats
+
+
+def sync_message_stats(
+    api: RobofyClient,
+    wh: Warehouse,
+    run_id: str,
+    window: Window,
+    *,
+    naive_tz: str = "UTC",
+) -> SyncReport:
+    """Daily message statistics per chatbot for ``window``, fetched by date range."""
+    t = _Tracker(api, "message_stats", str(window), naive_tz)
+    table = "robofy__message_stats"
+    chatbots = active_chatbots(wh)
+    tasks = []
+    for chatbot_id, project_id in chatbots:
+        start = window.start
+        while start < window.end:
+            last = min(start + timedelta(days=STATS_MAX_DAYS - 1), window.last)
+            tasks.append((chatbot_id, project_id, start, last))
+            start = last + timedelta(days=1)
+
+    def fetch(task: tuple[str, int, date, date]) -> list[dict[str, Any]]:
+        chatbot_id, project_id, first, last = task
+        return api.message_stats(
+            project_id=project_id, chatbot_id=chatbot_id, start=first, end=last
+        )
+
+    rows: dict[tuple[str, date], dict[str, Any]] = {}
+    for (chatbot_id, project_id, first, last), points in api.fan_out(tasks, fetch):
+        for record in points:
+            t.observe(table, record)
+            raw_date = record.get("date", record.get("stat_date"))
+            try:
+                stat_date = date.fromisoformat(str(raw_date)[:10])
+            except ValueError:
+                t.reject(
+                    table,
+                    f"missing or invalid 'date': {raw_date!r}",
+                    {**record, "chatbot_id": chatbot_id},
+                )
+                continue
+            if not first <= stat_date <= last:
+                continue  # outside what was asked: another request's (or no) slice
+            rows[(chatbot_id, stat_date)] = {
+                "project_id": project_id,
+                "chatbot_id": chatbot_id,
+                "stat_date": stat_date,
+                "_payload": record,
+                "_slice": stat_date.isoformat(),
+            }
+    with wh.transaction(run_id=run_id) as tx:
+        counts = tx.replace(
+            table,
+            list(rows.values()),
+            slice=Slice(
+                day_from=window.start,
+                day_to=window.end,
+                within={"chatbot_id": [c for c, _ in chatbots]},
+            ),
+        )
+        t.write_extras(tx, table, str(window))
+        report = t.finish()
+        tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
+    report.details["chatbots"] = len(chatbots)
+    return report

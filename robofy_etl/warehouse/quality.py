@@ -1,0 +1,158 @@
+"""Data quality queries behind the asset checks: unique keys, references, freshness, grain.
+
+Each function runs read-only SQL on an open connection and returns a ``CheckOutcome``; the
+Dagster layer only turns outcomes into check results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from robofy_etl.warehouse.tables import RAW_TABLES
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Every ``child`` row must find its ``parent`` row on ``columns``."""
+
+    child: str
+    parent: str
+    columns: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.child}__references_{self.parent.removeprefix('robofy__')}"
+
+
+# messages -> sessions -> chatbots -> projects, and leads/stats -> chatbots.
+REFERENCES: tuple[Reference, ...] = (
+    Reference("robofy__chat_messages", "robofy__inbox_sessions", ("chatbot_id", "session_id")),
+    Reference("robofy__inbox_sessions", "robofy__chatbots", ("chatbot_id",)),
+    Reference("robofy__chatbots", "robofy__projects", ("project_id",)),
+    Reference("robofy__leads", "robofy__chatbots", ("chatbot_id",)),
+    Reference("robofy__message_stats", "robofy__chatbots", ("chatbot_id",)),
+)
+
+
+def _ident_list(columns: Sequence[str]) -> str:
+    for c in columns:
+        if not c.replace("_", "").isalnum():
+            raise ValueError(f"not a column name: {c!r}")
+    return ", ".join(columns)
+
+
+def unique_key(conn: duckdb.DuckDBPyConnection, relation: str, key: Sequence[str]) -> CheckOutcome:
+    """No two rows of ``relation`` share ``key``, and no key column is null."""
+    cols = _ident_list(key)
+    nulls = " or ".join(f"{c} is null" for c in key)
+    total, duplicates, null_keys = conn.execute(
+        f"select count(*), count(*) - count(distinct ({cols})),"
+        f" count(*) filter (where {nulls}) from {relation}"
+    ).fetchone() or (0, 0, 0)
+    sample = conn.execute(
+        f"select {cols}, count(*) as n from {relation} group by all having n > 1 limit 5"
+    ).fetchall()
+    return CheckOutcome(
+        passed=duplicates == 0 and null_keys == 0,
+        description=f"{relation} is unique on ({cols})",
+        metadata={
+            "rows": total,
+            "duplicate_keys": duplicates,
+            "null_keys": null_keys,
+            "sample_duplicates": str(sample) if sample else "none",
+        },
+    )
+
+
+def raw_unique_key(conn: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
+    spec = RAW_TABLES[table]
+    return unique_key(conn, spec.relation, spec.key)
+
+
+def orphans(conn: duckdb.DuckDBPyConnection, ref: Reference) -> CheckOutcome:
+    """Rows of the child table whose parent row is missing from the warehouse."""
+    cols = _ident_list(ref.columns)
+    on = " and ".join(f"c.{col} = p.{col}" for col in ref.columns)
+    (count,) = conn.execute(
+        f"select count(*) from raw.{ref.child} c anti join raw.{ref.parent} p on {on}"
+    ).fetchone() or (0,)
+    sample = conn.execute(
+        f"select distinct {', '.join('c.' + c for c in ref.columns)} from raw.{ref.child} c"
+        f" anti join raw.{ref.parent} p on {on} limit 5"
+    ).fetchall()
+    return CheckOutcome(
+        passed=count == 0,
+        description=f"every raw.{ref.child} row has its raw.{ref.parent} row on ({cols})",
+        metadata={"orphan_rows": count, "sample": str(sample) if sample else "none"},
+    )
+
+
+def latest_load(
+    conn: duckdb.DuckDBPyConnection, table: str, max_age: timedelta, now: datetime
+) -> CheckOutcome:
+    """The table was loaded within ``max_age`` of ``now`` (naive UTC), per meta.load_audit."""
+    row = conn.execute(
+        "select max(finished_at), max(slice) from meta.load_audit where stream = ?", [table]
+    ).fetchone()
+    last = row[0] if row else None
+    age = None if last is None else now - last
+    return CheckOutcome(
+        passed=age is not None and age <= max_age,
+        description=f"raw.{table} was loaded in the last {max_age}",
+        metadata={
+            "last_load_at": "never" if last is None else last.isoformat(sep=" "),
+            "age_hours": None if age is None else round(age.total_seconds() / 3600, 2),
+            "latest_slice": (row[1] if row else None) or "none",
+        },
+    )
+
+
+def reconcile_daily_activity(
+    conn: duckdb.DuckDBPyConnection, *, tolerance: float = 0.02, min_abs: int = 5
+) -> CheckOutcome:
+    """Daily message totals from transcripts agree with the stats API within a tolerance.
+
+    Only days that both sources cover are compared; a day disagrees when the difference is
+    above ``min_abs`` messages and above ``tolerance`` of the stats total.
+    """
+    total_days, bad_days, transcript_msgs, stats_msgs, worst = conn.execute(
+        """
+        with compared as (
+            select activity_date, chatbot_id, messages, stats_total_messages,
+                   abs(messages - stats_total_messages) as diff
+            from marts.chatbot_daily_activity
+            where messages is not null and stats_total_messages is not null
+        )
+        select count(*),
+               count(*) filter (where diff > ? and diff > ? * stats_total_messages),
+               coalesce(sum(messages), 0), coalesce(sum(stats_total_messages), 0),
+               coalesce(max(diff), 0)
+        from compared
+        """,
+        [min_abs, tolerance],
+    ).fetchone() or (0, 0, 0, 0, 0)
+    return CheckOutcome(
+        passed=bad_days == 0,
+        description="transcript message counts reconcile with the stats API per chatbot-day",
+        metadata={
+            "days_compared": total_days,
+            "days_out_of_tolerance": bad_days,
+            "transcript_messages": transcript_msgs,
+            "stats_messages": stats_msgs,
+            "difference": transcript_msgs - stats_msgs,
+            "largest_daily_difference": worst,
+            "tolerance": f"{tolerance:.0%} and more than {min_abs} messages",
+        },
+    )
