@@ -32,6 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 max_rps=settings.max_rps,
                 timeout_s=settings.timeout_s,
                 max_attempts=settings.max_attempts,
+                retry_delay_s=settings.retry_delay_s,
                 naive_timezone=settings.naive_timezone,
                 stats_params=list(settings.stats_params),
             ),

@@ -142,6 +142,12 @@ class Settings:
     max_attempts: int = _setting(
         "ROBOFY_MAX_ATTEMPTS", "5", _positive_int, "Attempts per request before giving up."
     )
+    retry_delay_s: float = _setting(
+        "ROBOFY_RETRY_DELAY_S",
+        "0.5",
+        _positive_float,
+        "First retry delay, doubled per attempt (Retry-After wins when the API sends it).",
+    )
     lock_timeout_s: float = _setting(
         "ROBOFY_LOCK_TIMEOUT_S",
         "300",

@@ -22,6 +22,7 @@ class RobofyResource(dg.ConfigurableResource):
     max_rps: float | None = None
     timeout_s: float = 30.0
     max_attempts: int = 5
+    retry_delay_s: float = 0.5
     naive_timezone: str = "UTC"
     stats_params: list[str] = ["projectId", "chatbotId", "startDate", "endDate"]
 
@@ -35,7 +36,7 @@ class RobofyResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_in_flight=self.max_in_flight,
             max_requests_per_second=self.max_rps,
-            retry=RetryPolicy(max_attempts=self.max_attempts),
+            retry=RetryPolicy(max_attempts=self.max_attempts, initial_delay=self.retry_delay_s),
             naive_timezone=self.naive_timezone,
             stats_params=tuple(self.stats_params),  # type: ignore[arg-type]
         )

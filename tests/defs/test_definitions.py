@@ -1,0 +1,131 @@
+"""The Dagster layer: the graph loads, keys are stable, schedules ask for the right days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from robofy_etl.definitions import build_definitions
+from robofy_etl.defs.schedules import RANGE_END, RANGE_START
+from robofy_etl.settings import Settings, SettingsError
+
+RAW = {
+    "raw/robofy__projects",
+    "raw/robofy__chatbots",
+    "raw/robofy__inbox_sessions",
+    "raw/robofy__chat_messages",
+    "raw/robofy__leads",
+    "raw/robofy__message_stats",
+}
+MARTS = {
+    "marts/projects",
+    "marts/chatbots",
+    "marts/sessions",
+    "marts/messages",
+    "marts/leads",
+    "marts/lead_fields",
+    "marts/message_stats_daily",
+    "marts/chatbot_daily_activity",
+}
+
+
+@pytest.fixture
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env({}))
+
+
+def _keys(defs: dg.Definitions) -> set[str]:
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string() for key in graph.get_all_asset_keys()}
+
+
+def test_asset_graph_has_every_raw_staging_and_mart_relation(defs: dg.Definitions) -> None:
+    keys = _keys(defs)
+    assert keys >= RAW | MARTS
+    staging = {k for k in keys if k.startswith("staging/")}
+    assert {f"staging/stg_{name.split('/')[1]}" for name in RAW} == staging
+
+
+def test_marts_have_lineage_back_to_raw(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+
+    def ancestors(key: dg.AssetKey) -> set[str]:
+        found: set[str] = set()
+        for parent in graph.get(key).parent_keys:
+            found |= {parent.to_user_string(), *ancestors(parent)}
+        return found
+
+    assert {"raw/robofy__inbox_sessions", "raw/robofy__chat_messages", "raw/robofy__leads"} <= (
+        ancestors(dg.AssetKey(["marts", "sessions"]))
+    )
+    assert "raw/robofy__message_stats" in ancestors(
+        dg.AssetKey(["marts", "chatbot_daily_activity"])
+    )
+
+
+def test_partitioned_streams_are_daily_with_single_run_backfills(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for key in RAW - {"raw/robofy__projects", "raw/robofy__chatbots"}:
+        node = graph.get(dg.AssetKey.from_user_string(key))
+        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
+        assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+    for key in ("raw/robofy__projects", "raw/robofy__chatbots"):
+        assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None
+
+
+def test_checks_cover_keys_references_freshness_and_grain(defs: dg.Definitions) -> None:
+    names = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert "robofy__inbox_sessions__unique_chatbot_id_session_id" in names
+    assert "robofy__chat_messages__references_inbox_sessions" in names
+    assert "robofy__chatbots__references_projects" in names
+    assert "robofy__inbox_sessions__loaded_recently" in names
+    assert {f"{m.split('/')[1]}__unique_grain" for m in MARTS} <= names
+    assert "chatbot_daily_activity__reconciles_with_stats" in names
+
+
+@pytest.mark.parametrize(
+    ("schedule", "at", "first", "last"),
+    [
+        ("robofy_daily", datetime(2026, 10, 20, 0, 15, tzinfo=UTC), "2026-10-17", "2026-10-20"),
+        (
+            "robofy_recent_refresh",
+            datetime(2026, 10, 20, 9, 5, tzinfo=UTC),
+            "2026-10-19",
+            "2026-10-20",
+        ),
+    ],
+)
+def test_schedules_request_one_run_for_the_recent_days(
+    defs: dg.Definitions, schedule: str, at: datetime, first: str, last: str
+) -> None:
+    definition = defs.get_schedule_def(schedule)
+    with dg.build_schedule_context(scheduled_execution_time=at) as context:
+        request = definition.evaluate_tick(context).run_requests[0]
+    assert request.tags[RANGE_START] == first
+    assert request.tags[RANGE_END] == last
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ROBOFY_START_DATE": "yesterday"}, "ROBOFY_START_DATE"),
+        ({"ROBOFY_MAX_IN_FLIGHT": "0"}, "ROBOFY_MAX_IN_FLIGHT"),
+        ({"ROBOFY_BASE_URL": "agents.robofy.ai"}, "ROBOFY_BASE_URL"),
+        ({"ROBOFY_AUTH_HEADER": "basic"}, "ROBOFY_AUTH_HEADER"),
+        ({"ROBOFY_NAIVE_TIMEZONE": "Mars/Olympus"}, "ROBOFY_NAIVE_TIMEZONE"),
+        ({"ROBOFY_STATS_PARAMS": "a,b"}, "ROBOFY_STATS_PARAMS"),
+        ({"ROBOFY_TIMEOUT_S": "-1"}, "ROBOFY_TIMEOUT_S"),
+    ],
+)
+def test_bad_setting_fails_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.base_url == "https://agents.robofy.ai"
+    assert settings.resolved_publish_path == "data/robofy.read.duckdb"
+    assert settings.max_rps is None

@@ -1,0 +1,257 @@
+"""The whole pipeline against the simulator: exact data, idempotence, incremental cost, faults.
+
+Each test is one or more real Dagster runs (every asset, a range of days, one run) writing a real
+DuckDB file from the simulator over loopback HTTP; the simulator's dataset is the ground truth.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from robofy_etl.simulator import Faults
+from tests.e2e.conftest import FIRST_DAY, LAST_DAY, Pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def _expected_sessions(pipeline: Pipeline) -> set[tuple]:
+    ds = pipeline.sim.dataset
+    counts = Counter((m.chatbot_id, m.session_id) for m in ds.messages)
+    return {
+        (
+            s.chatbot_id,
+            s.session_id,
+            s.project_id,
+            s.platform,
+            s.status,
+            s.created_on,
+            s.last_message_time,
+            counts[(s.chatbot_id, s.session_id)],
+        )
+        for s in ds.sessions
+    }
+
+
+def _mart_sessions(pipeline: Pipeline) -> set[tuple]:
+    return set(
+        pipeline.query(
+            "select chatbot_id, session_id, project_id, platform, status, started_at,"
+            " last_message_at, message_count from marts.sessions"
+        )
+    )
+
+
+def _assert_matches_dataset(pipeline: Pipeline) -> None:
+    ds = pipeline.sim.dataset
+    assert _mart_sessions(pipeline) == _expected_sessions(pipeline)
+
+    messages = {
+        (m.chatbot_id, m.session_id, m.id, m.ordinal, m.role, m.sent_at) for m in ds.messages
+    }
+    assert (
+        set(
+            pipeline.query(
+                "select chatbot_id, session_id, message_id, ordinal, role, sent_at"
+                " from marts.messages"
+            )
+        )
+        == messages
+    )
+    assert pipeline.query("select count(*) from marts.messages")[0][0] == len(ds.messages)
+
+    leads = {(lead.id, lead.chatbot_id, lead.session_id, lead.created_at) for lead in ds.leads}
+    assert (
+        set(pipeline.query("select lead_id, chatbot_id, session_id, created_at from marts.leads"))
+        == leads
+    )
+    emails = {
+        lead.id: f.field_value
+        for lead in ds.leads
+        for f in lead.lead_data
+        if _field(f, "field_name") == "email"
+    }
+    got = dict(pipeline.query("select lead_id, email from marts.leads where email is not null"))
+    assert got == {
+        k: _field(v, "field_value") if not isinstance(v, str) else v for k, v in emails.items()
+    }
+
+    stats = {
+        (
+            st.chatbot_id,
+            st.date,
+            st.total_messages,
+            st.user_messages,
+            st.ai_messages,
+            st.sessions,
+            st.leads,
+            st.failed_messages,
+        )
+        for st in ds.stats
+        if FIRST_DAY <= st.date <= LAST_DAY
+    }
+    assert (
+        set(
+            pipeline.query(
+                "select chatbot_id, stat_date, total_messages, user_messages, ai_messages,"
+                " sessions, leads, failed_messages from marts.message_stats_daily"
+            )
+        )
+        == stats
+    )
+    assert set(pipeline.query("select project_id from marts.projects")) == {
+        (p.id,) for p in ds.projects
+    }
+    assert set(pipeline.query("select chatbot_id, project_id from marts.chatbots")) == {
+        (c.chatbot_id, c.project_id) for c in ds.chatbots
+    }
+
+
+def _field(item: object, name: str) -> object:
+    return item[name] if isinstance(item, dict) else getattr(item, name)
+
+
+def test_full_sync_equals_the_simulator_dataset(pipeline: Pipeline) -> None:
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    _assert_matches_dataset(pipeline)
+    assert pipeline.query("select count(*) from meta.quarantine")[0][0] == 0
+    # Secrets served inside chatbot objects never reach the warehouse.
+    payloads = pipeline.query("select _payload::varchar from raw.robofy__chatbots")
+    assert payloads
+    assert all("llm_api_key" not in p for (p,) in payloads)
+
+
+def test_second_sync_changes_nothing(pipeline: Pipeline) -> None:
+    assert pipeline.sync().success
+    before = pipeline.snapshot()
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    assert pipeline.snapshot() == before
+    for table, counts in outcome.raw_rows.items():
+        assert (counts["inserted"], counts["updated"], counts["deleted"]) == (0, 0, 0), table
+    # Nothing changed, so no transcript was fetched again.
+    assert outcome.api["requests"] > 0
+
+
+def test_rematerializing_one_partition_changes_nothing(pipeline: Pipeline) -> None:
+    assert pipeline.sync().success
+    before = pipeline.snapshot()
+    day = FIRST_DAY + timedelta(days=3)
+    assert pipeline.sync(day, day).success
+    assert pipeline.snapshot() == before
+
+
+def test_incremental_run_fetches_only_changed_transcripts(pipeline: Pipeline) -> None:
+    assert pipeline.sync().success
+    sim = pipeline.sim
+    before = {(s.chatbot_id, s.session_id): s.last_message_time for s in sim.dataset.sessions}
+    sim.advance(hours=24)
+    after = {(s.chatbot_id, s.session_id): s.last_message_time for s in sim.dataset.sessions}
+    changed = {key for key, lmt in after.items() if before.get(key) != lmt}
+    assert changed, "the simulator's clock moved but nothing changed"
+    assert len(changed) < len(after)
+
+    sim.clear_log()
+    outcome = pipeline.sync(FIRST_DAY, LAST_DAY + timedelta(days=1))
+    assert outcome.success, outcome.errors
+    fetched = {
+        tuple(entry.path.rsplit("/", 2)[-2:])
+        for entry in sim.request_log
+        if entry.endpoint == "transcript" and "nextPageToken" not in entry.query
+    }
+    from urllib.parse import unquote
+
+    assert {(unquote(c), unquote(s)) for c, s in fetched} == changed
+    _assert_matches_dataset(pipeline)
+
+
+def test_backfill_of_many_days_is_one_run_and_one_scan_per_chatbot(pipeline: Pipeline) -> None:
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+    assert len(runs) == 1
+    first_pages = Counter(
+        entry.path
+        for entry in pipeline.sim.request_log
+        if entry.endpoint == "sessions" and "nextPageToken" not in entry.query
+    )
+    assert len(first_pages) == len(pipeline.sim.dataset.chatbots)
+    assert set(first_pages.values()) == {1}
+
+
+def test_faults_do_not_change_the_tables(
+    pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert pipeline.sync().success
+    clean = pipeline.snapshot(lineage=False)
+
+    pipeline.db_path = tmp_path_factory.mktemp("faulty") / "robofy.duckdb"
+    monkeypatch.setenv("ROBOFY_DUCKDB_PATH", str(pipeline.db_path))
+    monkeypatch.setenv("ROBOFY_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("ROBOFY_MAX_ATTEMPTS", "8")
+    pipeline.sim.clear_log()
+    pipeline.sim.set_faults(
+        Faults(
+            rate_429=0.08,
+            retry_after_s=0.02,
+            rate_5xx=0.08,
+            rate_reset=0.05,
+            rate_slow=0.03,
+            slow_s=1.0,
+            rate_malformed=0.05,
+            seed=3,
+        )
+    )
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    faults = Counter(e.fault for e in pipeline.sim.request_log if e.fault)
+    assert len(faults) >= 4, faults  # most fault kinds really happened
+    assert outcome.api["retries"] >= sum(faults.values()) - 1
+    assert pipeline.snapshot(lineage=False) == clean
+
+
+def test_wrong_api_key_fails_fast_naming_the_variable(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "wrong-key-5f9c1e"
+    monkeypatch.setenv("ROBOFY_API_KEY", secret)
+    outcome = pipeline.sync()
+    assert not outcome.success
+    text = "\n".join(outcome.errors)
+    assert "ROBOFY_API_KEY" in text
+    assert secret not in text
+    statuses = [e.status for e in pipeline.sim.request_log]
+    assert statuses == [401]  # no retries of an auth failure, nothing after it
+    with dg.DagsterInstance.get() as instance:
+        logs = instance.all_logs(outcome.run_id)
+    assert logs
+    assert all(secret not in (record.user_message or "") for record in logs)
+    assert all(secret not in str(record.dagster_event) for record in logs)
+
+
+def test_schema_drift_is_recorded_and_kept_in_payload(pipeline: Pipeline) -> None:
+    pipeline.sim.set_faults(
+        Faults(
+            drift_added={"sessions": "sentiment_score"},
+            drift_renamed={"sessions": ("user_profile_name", "visitor_display_name")},
+        )
+    )
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    drift = set(pipeline.query("select stream, field_name, change from meta.schema_drift"))
+    assert ("robofy__inbox_sessions", "sentiment_score", "added") in drift
+    assert ("robofy__inbox_sessions", "visitor_display_name", "added") in drift
+    assert ("robofy__inbox_sessions", "user_profile_name", "missing") in drift
+    (with_field,) = pipeline.query(
+        "select count(*) from raw.robofy__inbox_sessions"
+        " where _payload->>'sentiment_score' is not null"
+        " and _payload->>'visitor_display_name' is not null"
+    )[0]
+    assert with_field == len(pipeline.sim.dataset.sessions)
+    # The load itself is complete.
+    assert len(_mart_sessions(pipeline)) == len(pipeline.sim.dataset.sessions)
