@@ -21,7 +21,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_assets(partitions), model_assets(models)],
         asset_checks=all_checks(models),
-        jobs=[sync_job(partitions)],
+        jobs=[sync_job()],
         schedules=schedules(settings.lookback_days),
         resources={
             "robofy": RobofyResource(

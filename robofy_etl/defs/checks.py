@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -71,26 +70,17 @@ def _fresh(table: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-def grain_columns(model: Model) -> tuple[str, ...]:
-    """The key columns named by a model's grain line, e.g. 'one row per (chatbot_id, day)'."""
-    match = re.search(r"per\s+\(([^)]*)\)|per\s+([a-z_][a-z0-9_]*)", model.grain or "")
-    if not match:
-        return ()
-    names = (match.group(1) or match.group(2)).split(",")
-    return tuple(n.strip() for n in names if n.strip())
-
-
 def _mart_grain(model: Model) -> dg.AssetChecksDefinition:
-    columns = grain_columns(model)
+    columns = model.key_columns
 
     @dg.asset_check(
         asset=model_key(model),
-        name=f"{model.name}__unique_grain",
-        description=f"marts.{model.name}: {model.grain}",
+        name=f"{model.relation}__unique_grain",
+        description=f"{model.name}: {model.grain}",
     )
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.unique_key(conn, f"{model.schema}.{model.name}", columns))
+            return _result(quality.unique_key(conn, model.name, columns))
 
     return _check
 
@@ -112,7 +102,7 @@ def all_checks(models: Sequence[Model]) -> list[dg.AssetChecksDefinition]:
     checks = [_raw_unique(t) for t in RAW_TABLES]
     checks += [_references(r) for r in quality.REFERENCES]
     checks += [_fresh(t) for t in ("robofy__inbox_sessions", "robofy__leads")]
-    checks += [_mart_grain(m) for m in models if m.schema == "marts" and grain_columns(m)]
-    if any(m.schema == "marts" and m.name == "chatbot_daily_activity" for m in models):
+    checks += [_mart_grain(m) for m in models if m.schema == "marts" and m.key_columns]
+    if any(m.name == "marts.chatbot_daily_activity" for m in models):
         checks.append(_reconciliation())
     return checks

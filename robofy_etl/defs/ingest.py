@@ -1,11 +1,12 @@
 """Raw assets: one per API stream, landing ``raw.robofy__*`` through ``robofy_etl.streams``."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
 
 import logging
 from collections.abc import Callable, Iterator
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from robofy_etl import streams
 from robofy_etl.defs.partitions import window_of
@@ -59,7 +60,7 @@ def _snapshot_asset(
         metadata={"slice": "whole table (snapshot merge, soft deletes)"},
     )
     def _asset(
-        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
@@ -88,7 +89,7 @@ def _windowed_asset(
         metadata={"partition_expr": partition_expr},
     )
     def _asset(
-        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
@@ -163,7 +164,7 @@ def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDe
         pool=POOL,
     )
     def _asset(
-        context: dg.AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult]:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:

@@ -1,11 +1,12 @@
 """SQL model assets: one asset per ``sql/`` file, built in one transaction, then published."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
 
 import logging
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from robofy_etl.defs.ingest import POOL
 from robofy_etl.defs.resources import WarehouseResource
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def model_key(model: Model) -> dg.AssetKey:
-    return dg.AssetKey([model.schema, model.name])
+    return dg.AssetKey([model.schema, model.relation])
 
 
 def _dep_key(relation: str) -> dg.AssetKey:
@@ -39,7 +40,7 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
             metadata={
                 "grain": m.grain or "",
                 "materialization": m.materialization,
-                "sql_file": f"sql/{m.schema}/{m.name}.sql",
+                "sql_file": f"sql/{m.schema}/{m.relation}.sql",
             },
             automation_condition=dg.AutomationCondition.eager(),
         )
@@ -49,23 +50,23 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
 
     @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=POOL)
     def _build(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: AssetExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult]:
         selected = [by_key[key] for key in context.selected_asset_keys]
         wh = warehouse.get_warehouse()
         with wh.transaction(run_id=context.run.run_id) as tx:
-            results = build(tx.conn, models, select=[f"{m.schema}.{m.name}" for m in selected])
+            results = build(tx.conn, models, select=[m.name for m in selected])
         published = wh.publish(warehouse.publish_path or None)
         log.info("built %d SQL models; published %s", len(results), published)
         for result in results:
             schema, name = result.name.split(".", 1)
             metadata: dict[str, object] = {
                 "materialization": result.materialization,
-                "duration_s": round(result.duration_s, 3),
+                "duration_s": round(result.seconds, 3),
                 "published_copy": str(published),
             }
-            if result.row_count is not None:
-                metadata["dagster/row_count"] = result.row_count
+            if result.rows is not None:
+                metadata["dagster/row_count"] = result.rows
             yield dg.MaterializeResult(asset_key=dg.AssetKey([schema, name]), metadata=metadata)
 
     return _build

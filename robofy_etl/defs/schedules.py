@@ -13,12 +13,11 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
-def sync_job(partitions_def: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def sync_job() -> dg.UnresolvedAssetJobDefinition:
     """Every asset: snapshots, the daily streams for a range of days, the SQL models."""
     return dg.define_asset_job(
         SYNC_JOB,
         selection=dg.AssetSelection.all(),
-        partitions_def=partitions_def,
         description="Sync projects, chatbots, conversations, leads and stats, then rebuild marts.",
     )
 

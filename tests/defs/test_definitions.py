@@ -100,7 +100,7 @@ def test_checks_cover_keys_references_freshness_and_grain(defs: dg.Definitions) 
 def test_schedules_request_one_run_for_the_recent_days(
     defs: dg.Definitions, schedule: str, at: datetime, first: str, last: str
 ) -> None:
-    definition = defs.get_schedule_def(schedule)
+    definition = next(s for s in defs.schedules if s.name == schedule)
     with dg.build_schedule_context(scheduled_execution_time=at) as context:
         request = definition.evaluate_tick(context).run_requests[0]
     assert request.tags[RANGE_START] == first

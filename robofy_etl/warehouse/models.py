@@ -1,0 +1,478 @@
+"""Build the ``sql/`` models (staging views, mart tables) in dependency order, documented."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+
+from robofy_etl.warehouse.tables import RAW_TABLES, SCHEMAS
+
+logger = logging.getLogger(__name__)
+
+# The package is installed editable from the repository, so sql/ sits next to robofy_etl/.
+SQL_DIR: Path = Path(__file__).resolve().parents[2] / "sql"
+
+Materialization = Literal["view", "table"]
+
+# Staging is cheap to recompute and read rarely; marts are read every few seconds by dashboards.
+MATERIALIZATIONS: dict[str, Materialization] = {
+    "staging": "view",
+    "intermediate": "view",
+    "marts": "table",
+}
+
+# Deliberately simple (style.md B7): a dependency is a fully qualified relation after from/join.
+_REF = re.compile(r"\b(?:from|join)\s+(raw|staging|marts|intermediate)\.(\w+)", re.IGNORECASE)
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+_BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_HEADER_KEY = re.compile(r"^(grain|description|columns)\s*:\s*(.*)$")
+_COLUMN_DOC = re.compile(r"^(\w+)\s*:\s*(.+)$")
+_GRAIN = re.compile(r"one row per\s+(?:\(([^)]*)\)|(\w+))", re.IGNORECASE)
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class ModelError(Exception):
+    """Base class for errors about the SQL models."""
+
+
+class ModelGraphError(ModelError):
+    """The models' references do not form a buildable graph (unknown reference or cycle)."""
+
+
+class ModelBuildError(ModelError):
+    """A model's SQL failed in the warehouse; the message names the model file."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """One SQL file, built as the relation ``<folder>.<file stem>``.
+
+    Attributes:
+        name: the relation, for example ``marts.sessions``.
+        schema: the schema (the file's folder), for example ``marts``.
+        path: the SQL file.
+        sql: the file's text (one SELECT, header comment included), without a trailing ``;``.
+        deps: the relations the SQL reads, as ``schema.relation`` strings, in order of appearance.
+        materialization: ``view`` or ``table``.
+        grain: the header's ``grain:`` line, for example ``one row per (chatbot_id, session_id)``.
+        description: the header's ``description:`` text.
+        column_docs: one-line description per output column, from the header's ``columns:`` list.
+    """
+
+    name: str
+    schema: str
+    path: Path
+    sql: str
+    deps: tuple[str, ...]
+    materialization: Materialization
+    grain: str = ""
+    description: str = ""
+    column_docs: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def relation(self) -> str:
+        """The relation name inside its schema (the file stem)."""
+        return self.name.split(".", 1)[1]
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The columns named by the grain (``one row per (a, b)`` gives ``("a", "b")``)."""
+        match = _GRAIN.search(self.grain)
+        if match is None:
+            return ()
+        names = match.group(1) if match.group(1) is not None else match.group(2)
+        return tuple(part.strip() for part in names.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What building one model did.
+
+    Attributes:
+        name: the relation built.
+        materialization: ``view`` or ``table``.
+        rows: row count for tables; None for views (counting would run the query).
+        seconds: wall time spent creating and documenting the relation.
+    """
+
+    name: str
+    materialization: Materialization
+    rows: int | None
+    seconds: float
+
+
+def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
+    """Read the leading comment block of a model file.
+
+    The block holds ``-- grain: ...``, ``-- description: ...`` (which may continue on the
+    following comment lines) and ``-- columns:`` followed by ``--   name: description`` lines.
+
+    Args:
+        sql: the model file's text.
+
+    Returns:
+        (grain, description, column_docs).
+    """
+    grain = ""
+    description: list[str] = []
+    columns: dict[str, str] = {}
+    section = ""
+    for raw_line in sql.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        text = line[2:].strip()
+        # "-- key: ..." opens a section; deeper-indented lines ("--   name: ...") belong to it.
+        indent = len(line[2:]) - len(line[2:].lstrip())
+        key = _HEADER_KEY.match(text) if indent <= 1 else None
+        if key is not None:
+            section = key.group(1)
+            if section == "grain":
+                grain = key.group(2).strip()
+            elif section == "description" and key.group(2).strip():
+                description.append(key.group(2).strip())
+            continue
+        if section == "columns":
+            doc = _COLUMN_DOC.match(text)
+            if doc is not None:
+                columns[doc.group(1)] = doc.group(2).strip()
+        elif section == "description" and text:
+            description.append(text)
+    return grain, " ".join(description), columns
+
+
+def parse_deps(sql: str) -> tuple[str, ...]:
+    """The fully qualified relations a SELECT reads, comments ignored, in order of appearance.
+
+    Args:
+        sql: the model's SQL.
+
+    Returns:
+        Distinct ``schema.relation`` strings, lowercased.
+    """
+    text = _LINE_COMMENT.sub("", _BLOCK_COMMENT.sub("", sql))
+    seen: dict[str, None] = {}
+    for schema, relation in _REF.findall(text):
+        seen.setdefault(f"{schema.lower()}.{relation.lower()}", None)
+    return tuple(seen)
+
+
+def load_model(path: Path, schema: str) -> Model:
+    """Read one model file.
+
+    Args:
+        path: the ``.sql`` file.
+        schema: the schema it builds into (its folder name).
+
+    Returns:
+        The model.
+
+    Raises:
+        ModelError: if the folder or file name is not a plain lowercase identifier, or the
+            folder is not a known layer.
+    """
+    relation = path.stem
+    for part in (schema, relation):
+        if not _IDENTIFIER.match(part):
+            raise ModelError(f"{path}: {part!r} is not a lowercase snake_case identifier")
+    if schema not in MATERIALIZATIONS:
+        raise ModelError(f"{path}: folder {schema!r} is not a layer {sorted(MATERIALIZATIONS)}")
+    sql = path.read_text(encoding="utf-8").strip().rstrip(";").rstrip()
+    name = f"{schema}.{relation}"
+    grain, description, column_docs = parse_header(sql)
+    deps = tuple(dep for dep in parse_deps(sql) if dep != name)
+    return Model(
+        name=name,
+        schema=schema,
+        path=path,
+        sql=sql,
+        deps=deps,
+        materialization=MATERIALIZATIONS[schema],
+        grain=grain,
+        description=description,
+        column_docs=column_docs,
+    )
+
+
+def discover(sql_dir: Path | None = None) -> list[Model]:
+    """Find every model under ``sql_dir`` (``<layer>/<relation>.sql``).
+
+    Args:
+        sql_dir: the folder holding ``staging/``, ``marts/`` (and optionally ``intermediate/``);
+            defaults to the repository's ``sql/`` (``SQL_DIR``).
+
+    Returns:
+        The models, sorted by relation name.
+
+    Raises:
+        ModelError: if the folder does not exist or a file name is not a valid relation name.
+    """
+    root = SQL_DIR if sql_dir is None else sql_dir
+    if not root.is_dir():
+        raise ModelError(f"SQL model folder not found: {root}")
+    models = [
+        load_model(path, folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for path in sorted(folder.glob("*.sql"))
+    ]
+    return sorted(models, key=lambda m: m.name)
+
+
+def topological_order(models: Iterable[Model]) -> list[Model]:
+    """Order models so that every model comes after the models it reads.
+
+    Ties are broken by name, so the order is deterministic.
+
+    Args:
+        models: the models to order.
+
+    Returns:
+        The models in build order.
+
+    Raises:
+        ModelGraphError: on a duplicate relation, a reference to a relation that is neither a
+            model nor a raw table of ``tables.RAW_TABLES``, or a cycle.
+    """
+    by_name: dict[str, Model] = {}
+    for model in models:
+        if model.name in by_name:
+            raise ModelGraphError(f"{model.path}: relation {model.name} is defined twice")
+        by_name[model.name] = model
+    raw = {table.relation for table in RAW_TABLES.values()}
+    pending: dict[str, set[str]] = {}
+    for model in by_name.values():
+        upstream: set[str] = set()
+        for dep in model.deps:
+            if dep.startswith("raw."):
+                if dep not in raw:
+                    raise ModelGraphError(
+                        f"{model.path}: reads {dep}, which is not a raw table in tables.RAW_TABLES"
+                    )
+            elif dep in by_name:
+                upstream.add(dep)
+            else:
+                raise ModelGraphError(f"{model.path}: reads {dep}, which no model file defines")
+        pending[model.name] = upstream
+    ordered: list[Model] = []
+    while pending:
+        ready = sorted(name for name, upstream in pending.items() if not upstream)
+        if not ready:
+            cycle = ", ".join(sorted(pending))
+            raise ModelGraphError(f"models form a dependency cycle among: {cycle}")
+        for name in ready:
+            ordered.append(by_name[name])
+            del pending[name]
+        for upstream in pending.values():
+            upstream.difference_update(ready)
+    return ordered
+
+
+def _quote(value: str) -> str:
+    """A SQL string literal (comments cannot be bound as parameters in DuckDB)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, model: Model) -> list[str]:
+    """The columns the built relation has, in order."""
+    rows = conn.execute(
+        "select column_name from duckdb_columns() "
+        "where database_name = current_database() and schema_name = ? and table_name = ? "
+        "order by column_index",
+        [model.schema, model.relation],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _document(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
+    """Attach the header's description and column docs as DuckDB comments."""
+    kind = "view" if model.materialization == "view" else "table"
+    summary = " ".join(part for part in (model.description, f"Grain: {model.grain}.") if part)
+    conn.execute(f"comment on {kind} {model.name} is {_quote(summary)}")
+    present = _columns(conn, model)
+    missing = sorted(set(model.column_docs) - set(present))
+    if missing:
+        raise ModelBuildError(
+            f"{model.path}: the header documents columns the model does not produce: {missing}"
+        )
+    undocumented = [column for column in present if column not in model.column_docs]
+    if undocumented:
+        logger.warning("%s: columns without a description: %s", model.path, undocumented)
+    for column, doc in model.column_docs.items():
+        conn.execute(f'comment on column {model.name}."{column}" is {_quote(doc)}')
+
+
+def build(
+    conn: duckdb.DuckDBPyConnection,
+    models: Sequence[Model] | None = None,
+    *,
+    select: Iterable[str] | None = None,
+) -> list[BuildResult]:
+    """Create or replace every model's relation, in dependency order, with comments.
+
+    Nothing is committed here: run it inside the caller's transaction (``begin`` ... ``commit``)
+    and readers see either the previous build or the new one, never a mix. Outside a
+    transaction each statement commits on its own.
+
+    Args:
+        conn: an open DuckDB connection whose ``raw`` tables exist.
+        models: the models to consider; defaults to ``discover()``.
+        select: relation names to build (for example ``["marts.sessions"]``); the others are
+            assumed built already. Defaults to all.
+
+    Returns:
+        One result per built model, in build order.
+
+    Raises:
+        ModelGraphError: if the graph is not buildable, or ``select`` names an unknown model.
+        ModelBuildError: if a model's SQL fails; the message names the model file.
+    """
+    ordered = topological_order(discover() if models is None else models)
+    if select is not None:
+        wanted = set(select)
+        unknown = wanted - {model.name for model in ordered}
+        if unknown:
+            raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
+        ordered = [model for model in ordered if model.name in wanted]
+    for schema in dict.fromkeys(model.schema for model in ordered):
+        if schema not in SCHEMAS and schema != "intermediate":
+            raise ModelGraphError(f"unknown schema {schema!r}")
+        conn.execute(f"create schema if not exists {schema}")
+    results: list[BuildResult] = []
+    for model in ordered:
+        started = time.perf_counter()
+        try:
+            conn.execute(f"create or replace {model.materialization} {model.name} as\n{model.sql}")
+            _document(conn, model)
+            rows: int | None = None
+            if model.materialization == "table":
+                count = conn.execute(f"select count(*) from {model.name}").fetchall()[0]
+                rows = int(count[0]) if count is not None else 0
+        except duckdb.Error as exc:
+            raise ModelBuildError(f"{model.path}: building {model.name} failed: {exc}") from exc
+        seconds = time.perf_counter() - started
+        logger.info(
+            "built %s %s (%s rows) in %.3fs", model.materialization, model.name, rows, seconds
+        )
+        results.append(BuildResult(model.name, model.materialization, rows, seconds))
+    return results
+
+
+def describe(
+    conn: duckdb.DuckDBPyConnection, schemas: Sequence[str] = ("staging", "marts")
+) -> dict[str, list[tuple[str, str, str | None]]]:
+    """Read the built relations' columns, types and comments back from the warehouse.
+
+    Args:
+        conn: an open DuckDB connection.
+        schemas: the schemas to describe.
+
+    Returns:
+        ``{"schema.relation": [(column, type, comment), ...]}`` in column order.
+    """
+    rows = conn.execute(
+        "select schema_name, table_name, column_name, data_type, comment "
+        "from duckdb_columns() "
+        "where database_name = current_database() and list_contains(?, schema_name) "
+        "order by schema_name, table_name, column_index",
+        [list(schemas)],
+    ).fetchall()
+    described: dict[str, list[tuple[str, str, str | None]]] = {}
+    for schema, table, column, data_type, comment in rows:
+        described.setdefault(f"{schema}.{table}", []).append((column, data_type, comment or None))
+    return described
+
+
+def _cell(text: str) -> str:
+    """Text made safe for one Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_tables_doc(
+    conn: duckdb.DuckDBPyConnection, models: Sequence[Model] | None = None
+) -> str:
+    """Render the ``marts`` data dictionary as Markdown.
+
+    Grain and description come from the model headers; column types and descriptions come
+    from the built warehouse, so the document shows what analysts actually get.
+
+    Args:
+        conn: a connection to a warehouse where the models are built.
+        models: the models; defaults to ``discover()``.
+
+    Returns:
+        The Markdown text (ends with a newline).
+    """
+    marts = sorted(
+        (m for m in (discover() if models is None else models) if m.schema == "marts"),
+        key=lambda m: m.name,
+    )
+    columns = describe(conn, ("marts",))
+    lines = [
+        "# Data dictionary: `marts`",
+        "",
+        "<!-- Generated by `python scripts/gen_tables_doc.py` from the headers of sql/marts/*.sql",
+        "     and a freshly built warehouse. Do not edit by hand. -->",
+        "",
+        "The `marts` schema is the public interface of robofy-etl: analysts and dashboards read",
+        "only these tables. All timestamps are UTC `TIMESTAMP`. Every table is rebuilt after each",
+        "load; its grain is tested for uniqueness.",
+        "",
+        "| table | grain |",
+        "|---|---|",
+    ]
+    lines += [f"| [`{m.name}`](#{m.name.replace('.', '')}) | {_cell(m.grain)} |" for m in marts]
+    for model in marts:
+        lines += [
+            "",
+            f"## {model.name}",
+            "",
+            f"**Grain:** {model.grain}",
+            "",
+            model.description,
+            "",
+            "| column | type | description |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{column}` | {data_type} | {_cell(comment or '')} |"
+            for column, data_type, comment in columns.get(model.name, [])
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def create_empty_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the schemas and empty ``raw`` tables, as ``tables.RAW_TABLES`` describes them.
+
+    Args:
+        conn: an open DuckDB connection.
+    """
+    for schema in SCHEMAS:
+        conn.execute(f"create schema if not exists {schema}")
+    for table in RAW_TABLES.values():
+        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in table.all_columns)
+        conn.execute(f"create table if not exists {table.relation} ({columns})")
+
+
+def generate_tables_doc(sql_dir: Path | None = None) -> str:
+    """Build every model over empty raw tables in memory and render ``docs/tables.md``.
+
+    Args:
+        sql_dir: the models folder; defaults to ``SQL_DIR``.
+
+    Returns:
+        The Markdown text.
+    """
+    models = discover(sql_dir)
+    with duckdb.connect(":memory:") as conn:
+        create_empty_raw_tables(conn)
+        build(conn, models)
+        return render_tables_doc(conn, models)

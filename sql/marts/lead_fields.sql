@@ -1,0 +1,57 @@
+-- grain: one row per (lead_id, field_name)
+-- description: One row per form field of a lead (the long form of marts.leads); a field name repeated in one form keeps its first value.
+-- columns:
+--   lead_id: Lead id from Robofy.
+--   field_name: Form field name as sent by the API (for example 'email').
+--   field_type: Form field type as sent by the API (for example 'email', 'text').
+--   field_value: Value the visitor entered; personal data.
+--   field_position: 1-based position of the field in the form.
+--   project_id: Project the lead was captured in.
+--   chatbot_id: Chatbot that captured the lead.
+--   created_at: When the lead was captured (UTC).
+with
+
+leads as (
+    select * from staging.stg_robofy__leads
+),
+
+fields as (
+    select
+        leads.lead_id,
+        leads.project_id,
+        leads.chatbot_id,
+        leads.created_at,
+        trim(lead_field.field.field_name) as field_name,
+        lead_field.field.field_type as field_type,
+        lead_field.field.field_value as field_value,
+        lead_field.position::integer as field_position,
+    from leads
+    cross join unnest(leads.fields) with ordinality as lead_field (field, position)
+),
+
+first_per_name as (
+    select *
+    from fields
+    where nullif(field_name, '') is not null
+    qualify row_number() over (partition by lead_id, field_name order by field_position) = 1
+),
+
+final as (
+    select
+        -- ids
+        lead_id,
+        field_name,
+
+        -- attributes
+        field_type,
+        field_value,
+        field_position,
+        project_id,
+        chatbot_id,
+
+        -- timestamps
+        created_at,
+    from first_per_name
+)
+
+select * from final

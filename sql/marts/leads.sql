@@ -1,0 +1,102 @@
+-- grain: one row per lead_id
+-- description: One row per lead captured by a chatbot form, with the common form fields pivoted into columns (name, email, phone, company).
+-- columns:
+--   lead_id: Lead id from Robofy.
+--   project_id: Project the lead was captured in.
+--   chatbot_id: Chatbot that captured the lead.
+--   session_id: Inbox session the lead came from; null when the API does not link one.
+--   chatbot_name: Name of the chatbot that captured the lead.
+--   platform: Channel of the linked session ('web' or 'whatsapp'); null without a listed session.
+--   source: Where the lead came from, as sent by the API (for example 'chatbot').
+--   page_url: Page the lead form was submitted on.
+--   name: Visitor name from the form (name or full_name, else first_name + last_name); personal data.
+--   email: Visitor email from the form, trimmed and lowercased; personal data.
+--   phone: Visitor phone number from the form; personal data.
+--   company: Visitor company from the form.
+--   field_count: Number of form fields the lead carries (see marts.lead_fields).
+--   created_at: When the lead was captured (UTC).
+--   created_date: UTC day the lead was captured.
+with
+
+leads as (
+    select * from staging.stg_robofy__leads
+),
+
+chatbots as (
+    select * from staging.stg_robofy__chatbots
+),
+
+sessions as (
+    select * from staging.stg_robofy__inbox_sessions
+),
+
+-- form fields keyed by a normalized name, values trimmed, empty values dropped
+normalized_fields as (
+    select
+        *,
+        list_transform(
+            list_filter(fields, lambda f: nullif(trim(f.field_value), '') is not null),
+            lambda f: {
+                'key': lower(trim(f.field_name)),
+                'type': lower(trim(f.field_type)),
+                'value': trim(f.field_value)
+            }
+        ) as kv,
+    from leads
+),
+
+pivoted as (
+    select
+        *,
+        list_filter(kv, lambda f: f.key in ('name', 'full_name', 'fullname', 'your_name'))[1].value
+            as full_name,
+        list_filter(kv, lambda f: f.key in ('first_name', 'firstname'))[1].value as first_name,
+        list_filter(kv, lambda f: f.key in ('last_name', 'lastname', 'surname'))[1].value
+            as last_name,
+        list_filter(
+            kv,
+            lambda f: f.key in ('email', 'email_address', 'e-mail', 'e_mail') or f.type = 'email'
+        )[1].value as email_value,
+        list_filter(
+            kv,
+            lambda f: f.key in ('phone', 'phone_number', 'mobile', 'telephone', 'tel', 'whatsapp')
+                or f.type in ('phone', 'tel')
+        )[1].value as phone_value,
+        list_filter(
+            kv, lambda f: f.key in ('company', 'company_name', 'organization', 'organisation')
+        )[1].value as company_value,
+    from normalized_fields
+),
+
+final as (
+    select
+        -- ids
+        pivoted.lead_id,
+        pivoted.project_id,
+        pivoted.chatbot_id,
+        pivoted.session_id,
+
+        -- attributes
+        chatbots.name as chatbot_name,
+        sessions.platform,
+        pivoted.source,
+        pivoted.page_url,
+        coalesce(
+            pivoted.full_name, nullif(concat_ws(' ', pivoted.first_name, pivoted.last_name), '')
+        ) as name,
+        lower(pivoted.email_value) as email,
+        pivoted.phone_value as phone,
+        pivoted.company_value as company,
+        len(pivoted.fields)::integer as field_count,
+
+        -- timestamps
+        pivoted.created_at,
+        pivoted.created_at::date as created_date,
+    from pivoted
+    left join chatbots on pivoted.chatbot_id = chatbots.chatbot_id
+    left join sessions
+        on pivoted.chatbot_id = sessions.chatbot_id
+        and pivoted.session_id = sessions.session_id
+)
+
+select * from final

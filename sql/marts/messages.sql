@@ -1,0 +1,75 @@
+-- grain: one row per (chatbot_id, session_id, message_id)
+-- description: One row per transcript message, in conversation order, with normalized role, joined text and part details.
+-- columns:
+--   chatbot_id: Opaque chatbot (agent) id from Robofy.
+--   session_id: Session the message belongs to (unique within a chatbot).
+--   message_id: Message id from Robofy.
+--   project_id: Project the chatbot belongs to.
+--   ordinal: 0-based position of the message in the transcript, in API order.
+--   role: Sender, 'user' (the visitor) or 'assistant' (AI or human agent).
+--   role_raw: Sender role exactly as sent by the API (user, assistant, visitor, agent, ...).
+--   text: The message's text parts joined with a newline; null when it has no text.
+--   part_count: Number of parts in the message.
+--   has_non_text: True when the message has a part that is not text (image, buttons, ...).
+--   content_types: Distinct part types of the message, sorted, comma-separated (for example 'image,text').
+--   context_id: Robofy context id of the message (from its parts).
+--   platform: Channel of the session, 'web' or 'whatsapp'; null when the session is not listed.
+--   website_url: Website the message was sent from: the part's URL, else the session's.
+--   seconds_since_previous: Seconds since the previous message of the same session; null for the first.
+--   sent_at: When the message was sent (UTC).
+--   sent_date: UTC day the message was sent.
+with
+
+messages as (
+    select * from staging.stg_robofy__chat_messages
+),
+
+sessions as (
+    select * from staging.stg_robofy__inbox_sessions
+),
+
+joined as (
+    select
+        messages.*,
+        sessions.platform,
+        sessions.website_url as session_website_url,
+    from messages
+    left join sessions
+        on messages.chatbot_id = sessions.chatbot_id
+        and messages.session_id = sessions.session_id
+),
+
+final as (
+    select
+        -- ids
+        chatbot_id,
+        session_id,
+        message_id,
+        project_id,
+
+        -- attributes
+        ordinal,
+        role,
+        role_raw,
+        text,
+        part_count,
+        has_non_text,
+        content_types,
+        context_id,
+        platform,
+        coalesce(part_website_url, session_website_url) as website_url,
+
+        -- measures
+        epoch(
+            sent_at - lag(sent_at) over (
+                partition by chatbot_id, session_id order by ordinal, message_id
+            )
+        ) as seconds_since_previous,
+
+        -- timestamps
+        sent_at,
+        sent_at::date as sent_date,
+    from joined
+)
+
+select * from final
