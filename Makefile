@@ -28,11 +28,11 @@ test: $(STAMP) ## run the test suite (simulator over loopback, real DuckDB files
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check robofy_etl tests benchmarks
-	$(BIN)/ruff format --check robofy_etl tests benchmarks
+	$(BIN)/ruff check robofy_etl tests benchmarks scripts
+	$(BIN)/ruff format --check robofy_etl tests benchmarks scripts
 
-dev: $(STAMP) ## open the Dagster UI on the same data (http://127.0.0.1:3000)
-	$(BIN)/dagster dev -w workspace.yaml
+dev: $(STAMP) ## the Dagster UI on the demo data, against the simulator (http://127.0.0.1:3000)
+	$(BIN)/robofy-etl dev --simulator
 
 simulator: $(STAMP) ## serve the built-in Robofy API on http://127.0.0.1:8787
 	$(BIN)/robofy-etl simulator --port 8787 --scale medium --seed 1
@@ -44,6 +44,9 @@ bench-client: $(STAMP) ## client throughput vs. the latency bound (1/4/16/64 in 
 
 bench-sync: $(STAMP) ## full and incremental robofy-etl sync of the medium dataset
 	$(BIN)/python benchmarks/bench_sync.py
+
+docs: $(STAMP) ## regenerate docs/tables.md from the mart comments
+	$(BIN)/python scripts/gen_tables_doc.py
 
 clean: ## remove the venv, data and Dagster run state
 	rm -rf $(VENV) data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules dagster_home/.telemetry

@@ -312,7 +312,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Runs ``dagster dev`` on this repository, optionally against the built-in simulator."""
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(Path("dagster_home").resolve()))
-    command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-w", "workspace.yaml", "-p", str(args.port)]
     if not args.simulator:
         return subprocess.call(command, env=env)  # noqa: S603 - fixed argv
     with _demo_simulator(args.scale, 0.0) as sim:
