@@ -1,0 +1,586 @@
+"""RobofyClient: read-only GETs over one pooled httpx.Client, with retries, pacing and fan-out.
+
+The in-flight cap (a semaphore) and the request-rate pacer live inside the one request method,
+so they hold whatever the number of threads calling `paginate` at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields, replace
+from datetime import date
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from robofy_etl import __version__
+from robofy_etl.api.endpoints import ENDPOINTS, Endpoint, build_path
+from robofy_etl.api.errors import (
+    RobofyContractError,
+    RobofyTimeoutError,
+    RobofyTransportError,
+    api_error_from_response,
+)
+from robofy_etl.api.pagination import Page, describe_keys, extract_object, iter_pages
+from robofy_etl.api.records import _zone, normalize_record
+from robofy_etl.api.retry import RETRIABLE_EXCEPTIONS, RetryPolicy, backoff_delay, parse_retry_after
+
+__all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything the client needs; no environment reads happen here.
+
+    Attributes:
+        base_url: API root, e.g. `https://agents.robofy.ai` or a simulator URL.
+        api_key: The API key; excluded from repr and never logged.
+        auth_header: `bearer` sends `Authorization: Bearer <key>`; `api-key` sends
+            `api-key: <key>`.
+        timeout_s: Read/write/pool timeout in seconds.
+        connect_timeout_s: Connect timeout in seconds.
+        max_in_flight: Hard cap of concurrent HTTP requests across all threads.
+        max_requests_per_second: Proactive pacing shared by all threads; None disables it.
+        max_pages: Page cap per list (PaginationLoopError beyond it).
+        retry: The retry policy.
+        naive_timezone: Zone of timestamps without an offset (used by callers of
+            `parse_timestamp`; validated here so a typo fails at start-up).
+        stats_params: Query names of E8 for project id, chatbot id, start and end date.
+        page_token_param: Query parameter that sends the next-page token back.
+    """
+
+    base_url: str = "https://agents.robofy.ai"
+    api_key: str = field(default="", repr=False)
+    auth_header: Literal["bearer", "api-key"] = "bearer"
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    max_in_flight: int = 16
+    max_requests_per_second: float | None = None
+    max_pages: int = 10_000
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    naive_timezone: str = "UTC"
+    stats_params: tuple[str, str, str, str] = ("projectId", "chatbotId", "startDate", "endDate")
+    page_token_param: str = "nextPageToken"  # noqa: S105 - a query parameter name, not a secret
+
+    def __post_init__(self) -> None:
+        """Fail fast, naming the setting, without ever echoing the key."""
+        if not self.api_key or not self.api_key.strip():
+            raise ValueError(
+                "ROBOFY_API_KEY is empty: set it to the key from your Robofy dashboard."
+            )
+        if not self.api_key.isascii() or not self.api_key.isprintable() or " " in self.api_key:
+            raise ValueError(
+                "ROBOFY_API_KEY contains spaces, line breaks or non-ASCII characters; "
+                "copy it again from the Robofy dashboard."
+            )
+        if self.auth_header not in ("bearer", "api-key"):
+            raise ValueError("ROBOFY_AUTH_HEADER must be 'bearer' or 'api-key'.")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("ROBOFY_BASE_URL must start with http:// or https://.")
+        if self.max_in_flight < 1:
+            raise ValueError("ROBOFY_MAX_IN_FLIGHT must be at least 1.")
+        if self.max_requests_per_second is not None and self.max_requests_per_second <= 0:
+            raise ValueError("ROBOFY_MAX_RPS must be positive (or unset to disable pacing).")
+        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
+            raise ValueError("ROBOFY_TIMEOUT_S and the connect timeout must be positive.")
+        if self.max_pages < 1:
+            raise ValueError("max_pages must be at least 1.")
+        if len(self.stats_params) != 4:
+            raise ValueError("stats_params needs four names: project, chatbot, start, end.")
+        try:
+            _zone(self.naive_timezone)
+        except Exception as exc:
+            raise ValueError(
+                f"Unknown timezone {self.naive_timezone!r} for naive timestamps."
+            ) from exc
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters for one endpoint (or summed over all).
+
+    Attributes:
+        requests: HTTP attempts sent (retries included).
+        retries: Attempts that were followed by another attempt.
+        rate_limited: 429 responses received.
+        pages: Successful (2xx, valid JSON) responses.
+        bytes: Response body bytes received.
+        errors: Failed attempts (error status, transport error or invalid JSON), retried or not.
+        elapsed_s: Wall time spent in HTTP attempts, summed over threads.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    pages: int = 0
+    bytes: int = 0
+    errors: int = 0
+    elapsed_s: float = 0.0
+
+    def __add__(self, other: EndpointStats) -> EndpointStats:
+        """Sum two stats field by field."""
+        return EndpointStats(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(EndpointStats))
+        )
+
+
+class _Pacer:
+    """Spaces request starts at least `1/rate` seconds apart, across threads."""
+
+    def __init__(
+        self, rate: float, clock: Callable[[], float], sleep: Callable[[float], Any]
+    ) -> None:
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            self._sleep(start - now)
+
+
+class RobofyClient:
+    """Read-only client for the Robofy REST API. Knows nothing about Dagster or DuckDB.
+
+    Use it as a context manager so the connection pool closes::
+
+        with RobofyClient(ClientConfig(api_key=key)) as api:
+            for page in api.paginate("sessions", chatbot_id="abc"):
+                ...
+
+    Every method is safe to call from many threads at once.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Create the client and its connection pool.
+
+        Args:
+            config: Settings.
+            transport: An httpx transport (tests pass `httpx.MockTransport`).
+            sleep: Sleep function for backoff and pacing (tests pass a recorder).
+            rng: Jitter source (default: a fresh `random.Random()`).
+            clock: Monotonic clock for the pacer.
+        """
+        self._config = config
+        self._retry = config.retry
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+        key = config.api_key
+        auth = (
+            {"Authorization": f"Bearer {key}"}
+            if config.auth_header == "bearer"
+            else {"api-key": key}
+        )
+        pool = config.max_in_flight + 4
+        self._http = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            headers={
+                "Accept": "application/json",
+                "User-Agent": f"robofy-etl/{__version__}",
+                **auth,
+            },
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._slots = threading.BoundedSemaphore(config.max_in_flight)
+        self._pacer = (
+            _Pacer(config.max_requests_per_second, clock, sleep)
+            if config.max_requests_per_second
+            else None
+        )
+        self._stats_lock = threading.Lock()
+        self._stats: dict[str, EndpointStats] = {name: EndpointStats() for name in ENDPOINTS}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> RobofyClient:
+        """Return the client."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the connection pool."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __repr__(self) -> str:
+        """Describe the client without the key."""
+        c = self._config
+        return f"RobofyClient(base_url={c.base_url!r}, max_in_flight={c.max_in_flight})"
+
+    @property
+    def config(self) -> ClientConfig:
+        """The client's configuration."""
+        return self._config
+
+    # -- the one request method ------------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._config.api_key, "***")
+
+    def _get(self, name: str, path: str, params: Mapping[str, str] | None) -> Any:
+        """GET `path` with retries; return the parsed JSON body.
+
+        This is the only place that sends requests, and it only sends GET.
+        """
+        policy = self._retry
+        stats = self._stats.get(name)
+        if stats is None:
+            with self._stats_lock:
+                stats = self._stats.setdefault(name, EndpointStats())
+        query = params or None
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: Exception | None = None
+            response: httpx.Response | None = None
+            content = b""
+            started = time.perf_counter()
+            with self._slots:
+                if self._pacer is not None:
+                    self._pacer.wait()
+                try:
+                    response = self._http.get(path, params=query)
+                    content = response.content
+                except httpx.TransportError as exc:
+                    failure = exc
+            elapsed = time.perf_counter() - started
+            status = 0 if response is None else response.status_code
+            if failure is None and 200 <= status < 300:
+                try:
+                    body = json.loads(content)
+                except ValueError as exc:
+                    failure = exc
+                else:
+                    with self._stats_lock:
+                        stats.requests += 1
+                        stats.pages += 1
+                        stats.bytes += len(content)
+                        stats.elapsed_s += elapsed
+                    return body
+            retriable = (
+                isinstance(failure, (*RETRIABLE_EXCEPTIONS, ValueError))
+                if failure is not None
+                else status in policy.retry_statuses
+            )
+            will_retry = retriable and attempt < policy.max_attempts
+            with self._stats_lock:
+                stats.requests += 1
+                stats.errors += 1
+                stats.bytes += len(content)
+                stats.elapsed_s += elapsed
+                stats.rate_limited += status == 429
+                stats.retries += will_retry
+            retry_after = (
+                parse_retry_after(response.headers.get("retry-after"))
+                if response is not None and failure is None
+                else None
+            )
+            if not will_retry:
+                # `from None`: the httpx exception holds the request, and so the auth header;
+                # its type and text are already in our message.
+                raise self._final_error(
+                    name, path, status, content, failure, attempt, retry_after
+                ) from None
+            with self._rng_lock:
+                delay = backoff_delay(attempt, policy, self._rng, retry_after)
+            _log.warning(
+                "GET %s failed (%s), attempt %d of %d; retrying in %.2fs",
+                path,
+                self._scrub(_reason(status, failure)),
+                attempt,
+                policy.max_attempts,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _final_error(
+        self,
+        name: str,
+        path: str,
+        status: int,
+        content: bytes,
+        failure: Exception | None,
+        attempts: int,
+        retry_after: float | None,
+    ) -> Exception:
+        base = self._config.base_url
+        if isinstance(failure, ValueError):
+            return RobofyContractError(
+                f"Robofy returned a body that is not valid JSON for {path} ({name}) on all "
+                f"{attempts} attempts (HTTP {status}, {len(content)} bytes). Check "
+                "ROBOFY_BASE_URL points at the API, not a web page or a proxy.",
+                endpoint=name,
+                path=path,
+            )
+        if isinstance(failure, httpx.TimeoutException):
+            return RobofyTimeoutError(
+                self._scrub(
+                    f"Robofy at {base} did not answer {path} in time "
+                    f"({type(failure).__name__}, {attempts} attempts, timeout "
+                    f"{self._config.timeout_s}s). Check ROBOFY_BASE_URL and the network, or "
+                    "raise the timeout."
+                ),
+                base_url=self._scrub(base),
+                path=path,
+            )
+        if failure is not None:
+            return RobofyTransportError(
+                self._scrub(
+                    f"Could not reach Robofy at {base} for {path} after {attempts} attempts "
+                    f"({type(failure).__name__}: {failure}). Check ROBOFY_BASE_URL and the "
+                    "network (proxy, DNS, firewall)."
+                ),
+                base_url=self._scrub(base),
+                path=path,
+            )
+        return api_error_from_response(
+            status,
+            content,
+            path,
+            retry_after=retry_after,
+            attempts=attempts,
+            secret=self._config.api_key,
+        )
+
+    # -- public reads ----------------------------------------------------------------------
+
+    def _resolve(
+        self, endpoint: str | Endpoint, kwargs: Mapping[str, object]
+    ) -> tuple[Endpoint, str, dict[str, str]]:
+        ep = endpoint if isinstance(endpoint, Endpoint) else ENDPOINTS.get(endpoint)
+        if ep is None:
+            raise KeyError(f"unknown endpoint {endpoint!r}; known: {sorted(ENDPOINTS)}")
+        query_names = dict(ep.query)
+        path_kw: dict[str, object] = {}
+        query: dict[str, str] = {}
+        for key, value in kwargs.items():
+            if key in query_names and key not in ep.path_params:
+                if value is not None:
+                    query[query_names[key]] = str(value)
+            else:
+                path_kw[key] = value
+        return ep, build_path(ep, path_kw), query
+
+    def paginate(
+        self,
+        endpoint: str | Endpoint,
+        /,
+        *,
+        params: Mapping[str, str] | None = None,
+        **path_params: object,
+    ) -> Iterator[Page]:
+        """Yield the pages of a list endpoint, following next-page tokens.
+
+        Args:
+            endpoint: Registry name (`"sessions"`) or an `Endpoint`.
+            params: Extra query parameters sent on every page.
+            **path_params: Path parameters by name (`chatbot_id="abc"`), plus the endpoint's
+                optional query keywords (leads: `session_id`).
+
+        Returns:
+            A lazy iterator of `Page` objects with normalized items; nothing is requested until
+            it is iterated. Bad endpoint names or parameters raise here, at call time.
+
+        Raises:
+            KeyError: Unknown endpoint name.
+            TypeError: Missing or unexpected path parameters, or a single-object endpoint.
+            RobofyError: Any subclass (see `errors.py`), while iterating.
+        """
+        ep, path, query = self._resolve(endpoint, path_params)
+        if ep.single:
+            raise TypeError(f"endpoint {ep.name!r} returns one object; use get_one()")
+        if params:
+            query.update(params)
+
+        def fetch(page_params: Mapping[str, str]) -> Any:
+            return self._get(ep.name, path, page_params)
+
+        return iter_pages(
+            ep,
+            path,
+            fetch,
+            params=query,
+            token_param=self._config.page_token_param,
+            max_pages=self._config.max_pages,
+        )
+
+    def iter_items(
+        self,
+        endpoint: str | Endpoint,
+        /,
+        *,
+        params: Mapping[str, str] | None = None,
+        **path_params: object,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the normalized items of every page (see `paginate`)."""
+        for page in self.paginate(endpoint, params=params, **path_params):
+            yield from page.items
+
+    def fetch_one(self, endpoint: str | Endpoint, /, **path_params: object) -> Page:
+        """GET a single-object endpoint and return it as a one-item `Page` (with its envelope).
+
+        Raises:
+            TypeError: The endpoint is a list endpoint.
+            RobofyContractError: The body holds no object.
+        """
+        ep, path, query = self._resolve(endpoint, path_params)
+        if not ep.single:
+            raise TypeError(f"endpoint {ep.name!r} is a list; use paginate() or iter_items()")
+        body = self._get(ep.name, path, query)
+        found = extract_object(body)
+        if found is None:
+            raise RobofyContractError(
+                f"Cannot find the {ep.name} object in the response to {path}: the body has "
+                f"{describe_keys(body)}.",
+                endpoint=ep.name,
+                path=path,
+                page=1,
+            )
+        obj, envelope = found
+        return Page([normalize_record(ep, obj)], 1, None, envelope, None, ep.name)
+
+    def get_one(self, endpoint: str | Endpoint, /, **path_params: object) -> dict[str, Any]:
+        """GET a single-object endpoint (E2, E4, E9) and return the normalized object."""
+        return self.fetch_one(endpoint, **path_params).items[0]
+
+    def stats_query(
+        self, *, project_id: int, chatbot_id: str | None, start: date, end: date
+    ) -> dict[str, str]:
+        """Build E8's query (names from `ClientConfig.stats_params`; dates `YYYY-MM-DD`)."""
+        if end < start:
+            raise ValueError(f"message_stats: end {end} is before start {start}")
+        p_project, p_chatbot, p_start, p_end = self._config.stats_params
+        query = {p_project: str(project_id), p_start: start.isoformat(), p_end: end.isoformat()}
+        if chatbot_id is not None:
+            query[p_chatbot] = chatbot_id
+        return query
+
+    def message_stats(
+        self,
+        *,
+        project_id: int,
+        chatbot_id: str | None = None,
+        start: date,
+        end: date,
+    ) -> list[dict[str, Any]]:
+        """Daily message statistics (E8) for `[start, end]`, end inclusive.
+
+        Returns:
+            Normalized data points, in API order.
+        """
+        query = self.stats_query(project_id=project_id, chatbot_id=chatbot_id, start=start, end=end)
+        return list(self.iter_items("message_stats", params=query))
+
+    # -- concurrency -----------------------------------------------------------------------
+
+    def fan_out(
+        self,
+        tasks: Iterable[T],
+        fn: Callable[[T], R],
+        max_workers: int | None = None,
+    ) -> Iterator[tuple[T, R]]:
+        """Run `fn(task)` for every task on a thread pool; yield `(task, result)` as each ends.
+
+        At most `2 * max_workers` tasks are submitted ahead of the consumer, so a generator of
+        100k tasks is consumed lazily and memory stays flat. Results come in completion order.
+        The HTTP in-flight cap and rate limit still apply to whatever `fn` requests.
+
+        Args:
+            tasks: Any iterable (consumed lazily).
+            fn: Called once per task, on a worker thread.
+            max_workers: Threads (default: `max_in_flight`).
+
+        Yields:
+            `(task, fn(task))` pairs.
+
+        Raises:
+            Exception: The first exception raised by `fn`, after pending tasks are cancelled and
+                running ones have finished.
+        """
+        workers = max_workers or self._config.max_in_flight
+        ahead = 2 * workers
+        done: queue.SimpleQueue[Future[R]] = queue.SimpleQueue()
+        pending: dict[Future[R], T] = {}
+        source = iter(tasks)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="robofy-fan-out")
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < ahead:
+                    try:
+                        task = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    future = pool.submit(fn, task)
+                    pending[future] = task
+                    future.add_done_callback(done.put)
+                if not pending:
+                    return
+                future = done.get()
+                task = pending.pop(future)
+                yield task, future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- stats -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, EndpointStats]:
+        """Return a snapshot of the per-endpoint counters, keyed by endpoint name."""
+        with self._stats_lock:
+            return {name: replace(s) for name, s in self._stats.items()}
+
+    def total_stats(self) -> EndpointStats:
+        """Return the counters summed over all endpoints."""
+        total = EndpointStats()
+        for s in self.stats().values():
+            total = total + s
+        return total
+
+
+def _reason(status: int, failure: Exception | None) -> str:
+    if failure is None:
+        return f"HTTP {status}"
+    if isinstance(failure, ValueError):
+        return f"HTTP {status} with invalid JSON"
+    return f"{type(failure).__name__}: {failure}"

@@ -1,0 +1,1 @@
+"""Tests of robofy_etl.api (all over httpx.MockTransport; no network)."""

@@ -1,0 +1,346 @@
+"""The client: headers, paths, single objects, stats, pacing, the in-flight cap and fan-out."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+
+import httpx
+import pytest
+
+import robofy_etl
+from robofy_etl.api import (
+    ClientConfig,
+    RobofyClient,
+    RobofyContractError,
+    RobofyNotFoundError,
+)
+from robofy_etl.api import client as client_module
+
+from .conftest import API_KEY, BASE_URL
+from .fakes import FakeRobofy, envelope
+
+
+def test_default_headers_and_bearer_auth(fake: FakeRobofy, client: RobofyClient) -> None:
+    fake.add("/v1/projects", envelope([], "projects"))
+    list(client.paginate("projects"))
+    request = fake.requests[0]
+    assert request.method == "GET"
+    assert str(request.url) == f"{BASE_URL}/v1/projects"
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert "api-key" not in request.headers
+    assert request.headers["accept"] == "application/json"
+    assert request.headers["user-agent"] == f"robofy-etl/{robofy_etl.__version__}"
+
+
+def test_api_key_header_style(fake: FakeRobofy, make_client: Callable[..., RobofyClient]) -> None:
+    api = make_client(auth_header="api-key")
+    fake.add("/v1/projects", envelope([], "projects"))
+    list(api.paginate("projects"))
+    headers = fake.requests[0].headers
+    assert headers["api-key"] == API_KEY
+    assert "authorization" not in headers
+
+
+def test_timeouts_and_pool_are_explicit(client: RobofyClient) -> None:
+    http = client._http
+    assert http.timeout == httpx.Timeout(30.0, connect=10.0)
+    assert http.follow_redirects is False
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "params", "raw_path"),
+    [
+        ("chatbots", {"project_id": 3}, "/v1/ai-agent/chatbot/3"),
+        (
+            "chatbot",
+            {"project_id": 3, "chatbot_id": "UOmf_vR-h"},
+            "/v1/ai-agent/chatbot/3/UOmf_vR-h",
+        ),
+        (
+            "transcript",
+            {"chatbot_id": "a/b c", "session_id": "+49 151/123?x#y"},
+            "/v1/ai-agent/inbox/chats/a%2Fb%20c/%2B49%20151%2F123%3Fx%23y",
+        ),
+        ("leads", {"project_id": 3, "chatbot_id": "b%1"}, "/v1/ai-agent/leads/3/b%251"),
+        ("sessions", {"chatbot_id": "../admin"}, "/v1/ai-agent/inbox/sessions/..%2Fadmin"),
+    ],
+)
+def test_path_segments_are_url_encoded(
+    fake: FakeRobofy, client: RobofyClient, endpoint: str, params: dict, raw_path: str
+) -> None:
+    read = client.get_one if endpoint == "chatbot" else client.iter_items
+    with pytest.raises(RobofyNotFoundError):
+        list(read(endpoint, **params))
+    assert fake.requests[0].url.raw_path.decode() == raw_path
+
+
+@pytest.mark.parametrize("bad", [True, 3.0, None, ""])
+def test_path_params_must_be_str_or_int(client: RobofyClient, bad: object) -> None:
+    with pytest.raises(TypeError):
+        client.get_one("project", project_id=bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "envelope_label"),
+    [
+        ({"message": "Success", "data": {"id": 3, "name": "Acme", "createdOn": "x"}}, "data"),
+        ({"id": 3, "name": "Acme", "createdOn": "x"}, "body"),
+    ],
+)
+def test_get_one(fake: FakeRobofy, client: RobofyClient, body: dict, envelope_label: str) -> None:
+    fake.add("/v1/projects/3", body)
+    page = client.fetch_one("project", project_id=3)
+    assert page.envelope == envelope_label
+    assert client.get_one("project", project_id=3) == {"id": 3, "name": "Acme", "created_on": "x"}
+
+
+@pytest.mark.parametrize("body", [{"data": "agent_12345"}, [{"id": 3}], {"data": [1]}])
+def test_get_one_rejects_non_objects(fake: FakeRobofy, client: RobofyClient, body: object) -> None:
+    fake.add("/v1/projects/3", body)
+    with pytest.raises(RobofyContractError, match="project"):
+        client.get_one("project", project_id=3)
+
+
+def test_get_one_on_a_list_endpoint_is_a_type_error(client: RobofyClient) -> None:
+    with pytest.raises(TypeError, match="paginate"):
+        client.get_one("projects")
+
+
+def test_message_stats_sends_configured_params_end_inclusive(
+    fake: FakeRobofy, make_client: Callable[..., RobofyClient]
+) -> None:
+    api = make_client(stats_params=("pid", "cid", "from", "to"))
+    points = [
+        {"date": "2026-10-01", "totalMessages": 3},
+        {"date": "2026-10-07", "totalMessages": 0},
+    ]
+    fake.add("/v1/ai-agent/message_stats", envelope(points, "data_points"))
+
+    result = api.message_stats(
+        project_id=3, chatbot_id="abc", start=date(2026, 10, 1), end=date(2026, 10, 7)
+    )
+
+    assert result == [
+        {"date": "2026-10-01", "total_messages": 3},
+        {"date": "2026-10-07", "total_messages": 0},
+    ]
+    assert dict(fake.requests[0].url.params) == {
+        "pid": "3",
+        "cid": "abc",
+        "from": "2026-10-01",
+        "to": "2026-10-07",
+    }
+
+
+def test_message_stats_rejects_reversed_range(client: RobofyClient) -> None:
+    with pytest.raises(ValueError, match="before"):
+        client.message_stats(project_id=1, start=date(2026, 1, 2), end=date(2026, 1, 1))
+
+
+def test_stats_count_requests_retries_pages_bytes(fake: FakeRobofy, client: RobofyClient) -> None:
+    path = "/v1/ai-agent/inbox/sessions/b"
+    fake.add_pages(path, "sessions", [[{"session_id": "1"}], [{"session_id": "2"}]])
+    fake.fail(path, 429, 1)
+    fake.add("/v1/projects/1", {"data": {"id": 1}})
+
+    list(client.paginate("sessions", chatbot_id="b"))
+    client.get_one("project", project_id=1)
+
+    stats = client.stats()
+    sessions = stats["sessions"]
+    assert (sessions.requests, sessions.retries, sessions.rate_limited) == (3, 1, 1)
+    assert (sessions.pages, sessions.errors) == (2, 1)
+    assert sessions.bytes > 0
+    assert stats["project"].requests == 1
+    total = client.total_stats()
+    assert (total.requests, total.pages) == (4, 3)
+    # snapshots are copies
+    stats["sessions"].requests = 99
+    assert client.stats()["sessions"].requests == 3
+
+
+def test_only_get_is_ever_sent() -> None:
+    """The client object exposes no way to send another method: `.get(` is its only HTTP call."""
+    tree = ast.parse(inspect.getsource(client_module))
+    http_calls = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "_http"
+    }
+    assert http_calls == {"get", "close"}
+
+
+def test_config_validation_names_the_setting() -> None:
+    with pytest.raises(ValueError, match="ROBOFY_AUTH_HEADER"):
+        ClientConfig(api_key="k", auth_header="basic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ROBOFY_BASE_URL"):
+        ClientConfig(api_key="k", base_url="agents.robofy.ai")
+    with pytest.raises(ValueError, match="ROBOFY_MAX_IN_FLIGHT"):
+        ClientConfig(api_key="k", max_in_flight=0)
+    with pytest.raises(ValueError, match="ROBOFY_MAX_RPS"):
+        ClientConfig(api_key="k", max_requests_per_second=0)
+    with pytest.raises(ValueError, match="timezone"):
+        ClientConfig(api_key="k", naive_timezone="Mars/Olympus")
+
+
+# -- pacing and concurrency -----------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that only moves when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_spaces_requests_with_fake_clock() -> None:
+    clock = FakeClock()
+    fake = FakeRobofy(clock=clock)
+    fake.add("/v1/projects/1", {"data": {"id": 1}})
+    config = ClientConfig(base_url=BASE_URL, api_key=API_KEY, max_requests_per_second=4)
+    with RobofyClient(
+        config, transport=httpx.MockTransport(fake), sleep=clock.sleep, clock=clock
+    ) as api:
+        for _ in range(5):
+            api.get_one("project", project_id=1)
+    assert fake.times == [100.0, 100.25, 100.5, 100.75, 101.0]
+    assert clock.sleeps == [0.25] * 4
+
+
+def test_pacer_holds_across_threads_in_real_time() -> None:
+    fake = FakeRobofy()
+    fake.add("/v1/projects/1", {"data": {"id": 1}})
+    config = ClientConfig(base_url=BASE_URL, api_key=API_KEY, max_requests_per_second=100)
+    with RobofyClient(config, transport=httpx.MockTransport(fake)) as api:
+        results = list(api.fan_out(range(12), lambda _: api.get_one("project", project_id=1), 6))
+    assert len(results) == 12
+    # Start times are reserved 1/100 s apart; thread scheduling can delay a single send, so
+    # assert the rate over the whole run (the fake-clock test above checks exact spacing).
+    times = sorted(fake.times)
+    assert times[-1] - times[0] >= 11 * 0.01 - 0.005
+
+
+def test_in_flight_cap_holds_across_threads(make_client: Callable[..., RobofyClient]) -> None:
+    fake = FakeRobofy(delay=0.01)
+    for i in range(4):
+        fake.add_pages(f"/v1/ai-agent/inbox/chats/b/s{i}", "messages", [[{"id": "m"}]] * 3)
+    api = make_client(handler=fake, max_in_flight=3)
+
+    def transcript(i: int) -> list[dict]:
+        return list(api.iter_items("transcript", chatbot_id="b", session_id=f"s{i % 4}"))
+
+    results = list(api.fan_out(range(16), transcript, max_workers=10))
+
+    assert len(results) == 16
+    assert all(len(messages) == 3 for _, messages in results)
+    assert fake.max_concurrent == 3  # reached, never exceeded
+
+
+def test_fan_out_yields_every_result_once(client: RobofyClient) -> None:
+    results = list(client.fan_out(range(500), lambda n: n * n, max_workers=8))
+    assert sorted(task for task, _ in results) == list(range(500))
+    assert all(result == task * task for task, result in results)
+
+
+def test_fan_out_uses_max_in_flight_workers_by_default(
+    make_client: Callable[..., RobofyClient],
+) -> None:
+    api = make_client(max_in_flight=3)
+    names: set[str] = set()
+    barrier = threading.Barrier(3, timeout=5)
+
+    def work(_: int) -> None:
+        names.add(threading.current_thread().name)
+        barrier.wait()
+
+    list(api.fan_out(range(6), work))
+    assert len(names) == 3
+
+
+def test_fan_out_stays_bounded_over_a_long_generator(client: RobofyClient) -> None:
+    workers = 8
+    lock = threading.Lock()
+    produced = consumed = 0
+    most_ahead = 0
+
+    def tasks() -> Iterator[int]:
+        nonlocal produced, most_ahead
+        for n in range(10_000):
+            with lock:
+                produced += 1
+                most_ahead = max(most_ahead, produced - consumed)
+            yield n
+
+    for _task, _result in client.fan_out(tasks(), lambda n: n, max_workers=workers):
+        with lock:
+            consumed += 1
+
+    assert consumed == 10_000
+    assert most_ahead <= 2 * workers + 1
+
+
+def test_fan_out_propagates_the_first_exception_and_cancels_the_rest(client: RobofyClient) -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> int:
+        with lock:
+            started.append(n)
+        if n == 20:
+            raise RuntimeError("task 20 failed")
+        time.sleep(0.001)
+        return n
+
+    with pytest.raises(RuntimeError, match="task 20 failed"):
+        for _ in client.fan_out(range(10_000), work, max_workers=4):
+            pass
+    count = len(started)
+    assert count < 100  # the generator was not drained
+    time.sleep(0.02)
+    assert len(started) == count  # nothing keeps running after the error
+
+
+def test_fan_out_stops_when_the_consumer_breaks(client: RobofyClient) -> None:
+    started: list[int] = []
+
+    def work(n: int) -> int:
+        started.append(n)
+        return n
+
+    for _task, _ in client.fan_out(range(10_000), work, max_workers=4):
+        break
+    count = len(started)
+    assert count <= 2 * 4 + 4
+    time.sleep(0.02)
+    assert len(started) == count
+
+
+def test_paginate_from_many_threads_on_one_client(client: RobofyClient, fake: FakeRobofy) -> None:
+    for i in range(20):
+        pages = [[{"session_id": f"{i}-{p}-{k}"} for k in range(3)] for p in range(4)]
+        fake.add_pages(f"/v1/ai-agent/inbox/sessions/b{i}", "sessions", pages)
+
+    def sessions(i: int) -> list[str]:
+        return [s["session_id"] for s in client.iter_items("sessions", chatbot_id=f"b{i}")]
+
+    results = dict(client.fan_out(range(20), sessions, max_workers=16))
+
+    assert results == {i: [f"{i}-{p}-{k}" for p in range(4) for k in range(3)] for i in range(20)}
+    stats = client.stats()["sessions"]
+    assert (stats.requests, stats.pages) == (80, 80)
