@@ -49,6 +49,34 @@ class RawTable:
         extra = SOFT_DELETE_COLUMNS if self.snapshot else ()
         return self.columns + LINEAGE_COLUMNS + extra
 
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Names of the typed columns the pipeline supplies, in order."""
+        return tuple(name for name, _ in self.columns)
+
+    def base_type(self, column: str) -> str:
+        """The SQL type of ``column`` without constraints (``"BIGINT NOT NULL"`` -> ``"BIGINT"``).
+
+        Raises:
+            KeyError: if the table has no such column.
+        """
+        for name, sql_type in self.all_columns:
+            if name == column:
+                return sql_type.split()[0].upper()
+        raise KeyError(column)
+
+    def is_not_null(self, column: str) -> bool:
+        """Whether ``column`` is declared NOT NULL."""
+        return any(
+            name == column and "NOT NULL" in sql_type.upper() for name, sql_type in self.all_columns
+        )
+
+    @property
+    def ddl(self) -> str:
+        """Idempotent ``create table if not exists`` statement for this table."""
+        cols = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in self.all_columns)
+        return f"create table if not exists {self.relation} (\n    {cols})"
+
 
 PROJECTS = RawTable(
     "robofy__projects",

@@ -1,0 +1,16 @@
+"""Storage layer: raw and meta tables in DuckDB, idempotent slice loads, sync state."""
+
+from __future__ import annotations
+
+from robofy_etl.warehouse.duckdb import Transaction, Warehouse
+from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError
+from robofy_etl.warehouse.load import LoadCounts, Slice
+
+__all__ = [
+    "LoadCounts",
+    "Slice",
+    "Transaction",
+    "Warehouse",
+    "WarehouseError",
+    "WarehouseLockedError",
+]

@@ -1,0 +1,411 @@
+"""The DuckDB back end: short-lived locked connections, one transaction per load, publishing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from robofy_etl.warehouse import state
+from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError
+from robofy_etl.warehouse.load import (
+    LoadCounts,
+    Rows,
+    Slice,
+    day_string,
+    merge_snapshot,
+    replace_slice,
+)
+from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
+
+__all__ = ["LOCK_TIMEOUT_ENV", "Transaction", "Warehouse"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_ENV = "ROBOFY_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+LOCK_BACKOFF_INITIAL_S = 0.05
+LOCK_BACKOFF_MAX_S = 2.0
+# DuckDB's scan and join operators scale with threads; beyond a handful a load gains little and
+# a Dagster worker shares the machine with others.
+MAX_THREADS = 8
+_LOCK_MESSAGE = "Could not set lock"
+_HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
+
+# DuckDB shares one database instance between connections of the same process, so its file
+# lock does not serialize writers inside one process; this does (re-entrant for nesting).
+_process_locks: dict[str, threading.RLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(str(path), threading.RLock())
+
+
+def utc_now() -> datetime:
+    """The current time as a naive UTC datetime (the warehouse's TIMESTAMP convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Transaction:
+    """One open read-write connection inside ``BEGIN``; every write of one load goes through it.
+
+    Attributes:
+        conn: the DuckDB connection, for anything the helpers do not cover.
+        run_id: the run that writes (stored in ``_run_id`` and ``meta.*``).
+        loaded_at: one naive-UTC timestamp for every row this transaction writes.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, run_id: str, loaded_at: datetime) -> None:
+        self.conn = conn
+        self.run_id = run_id
+        self.loaded_at = loaded_at
+
+    def replace(self, table: str, rows: Rows, slice: Slice) -> LoadCounts:
+        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``load.replace_slice``)."""
+        return replace_slice(
+            self.conn, table, rows, slice, loaded_at=self.loaded_at, run_id=self.run_id
+        )
+
+    def merge_snapshot(
+        self, table: str, rows: Rows, within: Mapping[str, Sequence[Any]] | None = None
+    ) -> LoadCounts:
+        """Merge a snapshot, soft-deleting vanished keys (see ``load.merge_snapshot``)."""
+        return merge_snapshot(
+            self.conn, table, rows, within, loaded_at=self.loaded_at, run_id=self.run_id
+        )
+
+    def get_state(self, stream: str, scope: str) -> dict[str, Any] | None:
+        """Read sync state as this transaction sees it."""
+        return state.get_state(self.conn, stream, scope)
+
+    def set_state(self, stream: str, scope: str, value: Mapping[str, Any]) -> None:
+        """Write sync state; it commits or rolls back together with the data."""
+        state.set_state(self.conn, stream, scope, value, run_id=self.run_id, now=self.loaded_at)
+
+    def record_drift(
+        self,
+        stream: str,
+        added: Mapping[str, Any] | Sequence[str] | set[str] = (),
+        missing: Mapping[str, Any] | Sequence[str] | set[str] = (),
+    ) -> int:
+        """Record fields added to or missing from a stream's records (``meta.schema_drift``)."""
+        return state.record_drift(
+            self.conn, stream, added=added, missing=missing, run_id=self.run_id, now=self.loaded_at
+        )
+
+    def quarantine(
+        self, stream: str, items: Sequence[tuple[str, Any]], slice: str | None = None
+    ) -> int:
+        """Store malformed records with their reason (``meta.quarantine``)."""
+        return state.quarantine(
+            self.conn, stream, items, slice_label=slice, run_id=self.run_id, now=self.loaded_at
+        )
+
+    def audit(
+        self,
+        stream: str,
+        slice: str,
+        counts: LoadCounts,
+        api_requests: int | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
+        """Append one ``meta.load_audit`` row for a load."""
+        state.audit(
+            self.conn,
+            stream,
+            slice_label=slice,
+            counts=counts,
+            api_requests=api_requests,
+            started_at=started_at,
+            run_id=self.run_id,
+            finished_at=utc_now(),
+        )
+
+
+class Warehouse:
+    """A DuckDB file holding the ``raw``, ``staging``, ``marts`` and ``meta`` schemas.
+
+    DuckDB lets one process write a file at a time, so every connection here is short-lived
+    (opened for one load, never held during HTTP) and waits for the lock instead of failing.
+    Dashboards read a copy made by ``publish()``, so they never block a load.
+
+    Args:
+        path: the database file; its parent directory is created.
+        lock_timeout_s: how long to wait for another process's lock before giving up.
+        sleep: the sleep function used while waiting (injectable for tests).
+        threads: DuckDB worker threads per connection (default: CPU count, at most 8).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        sleep: Callable[[float], None] = time.sleep,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_timeout_s = lock_timeout_s
+        self._sleep = sleep
+        self._threads = threads or max(1, min(os.cpu_count() or 1, MAX_THREADS))
+        self._initialized = False
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.path)!r})"
+
+    @property
+    def published_path(self) -> Path:
+        """Default target of ``publish()``: ``<stem>.read.duckdb`` beside the database."""
+        return self.path.with_name(f"{self.path.stem}.read.duckdb")
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying with backoff while another process holds its lock."""
+        delay = LOCK_BACKOFF_INITIAL_S
+        waited = 0.0
+        start = time.monotonic()
+        while True:
+            try:
+                conn = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if _LOCK_MESSAGE not in message:
+                    raise
+                elapsed = max(waited, time.monotonic() - start)
+                if elapsed >= self.lock_timeout_s:
+                    raise self._locked_error(message, elapsed) from exc
+                if waited == 0.0:
+                    logger.info(
+                        "%s is locked by another process (%s); waiting up to %.0f s",
+                        self.path,
+                        _holder_text(message),
+                        self.lock_timeout_s,
+                    )
+                pause = min(delay, max(self.lock_timeout_s - elapsed, 0.0))
+                self._sleep(pause)
+                waited += pause
+                delay = min(delay * 2, LOCK_BACKOFF_MAX_S)
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            conn.execute(f"SET threads = {int(self._threads)}")
+        except BaseException:
+            conn.close()
+            raise
+        if waited:
+            logger.info("%s: got the lock after %.1f s", self.path, waited)
+        return conn
+
+    def _locked_error(self, message: str, elapsed: float) -> WarehouseLockedError:
+        match = _HOLDER.search(message)
+        pid = int(match["pid"]) if match else None
+        process = match["process"] if match else None
+        holder = f" (PID {pid}, {process})" if match else ""
+        return WarehouseLockedError(
+            f"{self.path} is locked by another process{holder}; gave up after {elapsed:.1f} s. "
+            f"Stop the other robofy-etl/dagster process that holds {self.path}"
+            f"{f' (PID {pid})' if pid else ''}, or point readers at the published copy "
+            f"{self.published_path}; set {LOCK_TIMEOUT_ENV} to wait longer.",
+            path=str(self.path),
+            holder_pid=pid,
+            holder_process=process,
+        )
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection (waiting for the lock), closed on exit.
+
+        Args:
+            read_only: open read-only; several read-only processes may share the file, but
+                they still block writers, so keep it short.
+        """
+        guard = _process_lock(self.path)
+        if not read_only and not guard.acquire(timeout=self.lock_timeout_s):
+            raise WarehouseLockedError(
+                f"{self.path} is held by another thread of this process; gave up after "
+                f"{self.lock_timeout_s:.1f} s. Set {LOCK_TIMEOUT_ENV} to wait longer.",
+                path=str(self.path),
+                holder_pid=os.getpid(),
+            )
+        try:
+            conn = self._open(read_only)
+            try:
+                yield conn
+            finally:
+                conn.close()
+        finally:
+            if not read_only:
+                guard.release()
+
+    @contextmanager
+    def transaction(self, run_id: str) -> Iterator[Transaction]:
+        """One read-write transaction: COMMIT on success, ROLLBACK on error, always close.
+
+        Creates the schemas and tables first if this ``Warehouse`` has not done so yet.
+
+        Args:
+            run_id: the run that writes; stored in ``_run_id`` and ``meta.*``.
+        """
+        with self.connect(read_only=False) as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            conn.execute("BEGIN TRANSACTION")
+            tx = Transaction(conn, run_id, utc_now())
+            try:
+                yield tx
+            except BaseException:
+                try:
+                    conn.execute("ROLLBACK")
+                except duckdb.Error:
+                    logger.exception("%s: rollback failed; closing the connection", self.path)
+                raise
+            conn.execute("COMMIT")
+
+    # -- schema ----------------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Create the schemas, raw tables and meta tables if they do not exist (idempotent)."""
+        with self.connect(read_only=False) as conn:
+            self._create_all(conn)
+
+    def _create_all(self, conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for schema in SCHEMAS:
+                conn.execute(f"create schema if not exists {schema}")
+            for table in RAW_TABLES.values():
+                conn.execute(table.ddl)
+            for ddl in META_DDL:
+                conn.execute(ddl)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._initialized = True
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def get_state(self, stream: str, scope: str) -> dict[str, Any] | None:
+        """Read the sync state of ``(stream, scope)`` on a connection of its own."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            return state.get_state(conn, stream, scope)
+
+    def session_watermarks(
+        self,
+        chatbot_ids: Sequence[str] | None,
+        day_from: date | str,
+        day_to: date | str,
+    ) -> dict[tuple[str, str], tuple[str | None, str]]:
+        """Stored sessions of a window, to decide which transcripts must be fetched again.
+
+        Args:
+            chatbot_ids: the chatbots to look at (None: all).
+            day_from: first ``_slice`` day, inclusive.
+            day_to: last ``_slice`` day, exclusive.
+
+        Returns:
+            ``(chatbot_id, session_id) -> (last_message_time as received, _slice)``.
+        """
+        if chatbot_ids is not None and not chatbot_ids:
+            return {}
+        params: dict[str, Any] = {
+            "day_from": day_string(day_from),
+            "day_to": day_string(day_to),
+        }
+        chatbot_filter = ""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            if chatbot_ids is not None:
+                conn.register(
+                    "_robofy_chatbots", pa.table({"v": pa.array(chatbot_ids, pa.string())})
+                )
+                chatbot_filter = "and chatbot_id in (select v from _robofy_chatbots)"
+            rows = conn.execute(
+                f"""
+                select chatbot_id, session_id, _payload->>'last_message_time', _slice
+                from raw.robofy__inbox_sessions
+                where _slice >= $day_from and _slice < $day_to {chatbot_filter}
+                """,
+                params,
+            ).fetchall()
+        return {(c, s): (lmt, sl) for c, s, lmt, sl in rows}
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def publish(self, target: str | os.PathLike[str] | None = None) -> Path:
+        """Publish an atomic, consistent, read-only copy of the database for readers.
+
+        Takes the write lock, checkpoints (so the copy needs no WAL), copies the file while
+        still holding the lock, fsyncs, then renames the copy onto ``target``. A reader that
+        has the previous copy open keeps its consistent view; the next open sees the new one.
+
+        Args:
+            target: where to publish (default: ``published_path``).
+
+        Returns:
+            The published path.
+        """
+        dest = Path(target).expanduser().resolve() if target else self.published_path
+        if dest == self.path:
+            raise WarehouseError(f"cannot publish {self.path} onto itself")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+        started = time.monotonic()
+        try:
+            with self.connect(read_only=False) as conn:
+                if not self._initialized:
+                    self._create_all(conn)
+                conn.execute("CHECKPOINT")
+                shutil.copyfile(self.path, tmp)
+                with tmp.open("rb+") as handle:
+                    os.fsync(handle.fileno())
+            # A stale WAL beside the target would be replayed into the new copy on open.
+            Path(f"{dest}.wal").unlink(missing_ok=True)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+        logger.info(
+            "published %s -> %s (%.1f MB in %.2f s)",
+            self.path,
+            dest,
+            dest.stat().st_size / 1e6,
+            time.monotonic() - started,
+        )
+        return dest
+
+
+def _holder_text(message: str) -> str:
+    match = _HOLDER.search(message)
+    return f"PID {match['pid']}, {match['process']}" if match else "holder unknown"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,260 @@
+"""The DuckDB back end under real processes: lock waits, publishing, and crash safety.
+
+DuckDB allows one read-write process per file, so these tests start real subprocesses that hold
+the file, and one that is killed with SIGKILL in the middle of a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from robofy_etl.warehouse import LoadCounts, Slice, Warehouse, WarehouseError, WarehouseLockedError
+
+from .conftest import message_row, session_row, table_rows
+
+HoldLock = Callable[[Path, float], subprocess.Popen[str]]
+DAY_1 = Slice(day_from="2026-10-01", day_to="2026-10-02")
+
+
+def test_initialize_is_idempotent_and_creates_every_table(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "nested" / "dir" / "w.duckdb")
+    wh.initialize()
+    wh.initialize()
+
+    with wh.connect() as conn:
+        tables = conn.execute(
+            "select table_schema || '.' || table_name from information_schema.tables order by 1"
+        ).fetchall()
+        schemas = conn.execute("select schema_name from information_schema.schemata").fetchall()
+        timezone = conn.execute("select current_setting('TimeZone')").fetchall()
+    assert {s for (s,) in schemas} >= {"raw", "staging", "marts", "meta"}
+    assert ("raw.robofy__chat_messages",) in tables
+    assert ("meta.sync_state",) in tables
+    assert timezone == [("UTC",)]
+
+
+def test_transaction_closes_its_connection(wh: Warehouse) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.conn.execute("select 1")
+
+    with pytest.raises(duckdb.Error):
+        tx.conn.execute("select 1")
+
+
+def test_transaction_rolls_back_on_error(wh: Warehouse) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+    before = table_rows(wh, "raw.robofy__inbox_sessions")
+
+    def doomed() -> None:
+        with wh.transaction(run_id="r2") as tx:
+            tx.replace("robofy__inbox_sessions", [], slice=DAY_1)
+            late = session_row("a", "s2", "2026-10-05")  # outside DAY_1: raises
+            tx.replace("robofy__inbox_sessions", [late], slice=DAY_1)
+
+    with pytest.raises(WarehouseError):
+        doomed()
+
+    assert table_rows(wh, "raw.robofy__inbox_sessions") == before
+
+
+def test_transaction_waits_for_another_process_then_succeeds(
+    wh: Warehouse, hold_lock: HoldLock, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = hold_lock(wh.path, 1.5)
+    started = time.monotonic()
+
+    with caplog.at_level("INFO", logger="robofy_etl.warehouse.duckdb"), wh.transaction("r1") as tx:
+        tx.set_state("s", "x", {"ok": True})
+
+    assert time.monotonic() - started >= 0.5
+    assert holder.poll() is not None  # it had to finish first
+    assert f"PID {holder.pid}" in caplog.text
+    assert wh.get_state("s", "x") == {"ok": True}
+
+
+def test_lock_timeout_names_the_holder_and_the_setting(wh: Warehouse, hold_lock: HoldLock) -> None:
+    holder = hold_lock(wh.path, 30)
+    short = Warehouse(wh.path, lock_timeout_s=0.3)
+
+    with pytest.raises(WarehouseLockedError) as raised, short.transaction("r1"):
+        pass
+
+    message = str(raised.value)
+    assert "ROBOFY_LOCK_TIMEOUT_S" in message
+    assert f"PID {holder.pid}" in message
+    assert str(wh.path) in message
+    assert "robofy.read.duckdb" in message
+    assert raised.value.holder_pid == holder.pid
+
+
+def test_lock_wait_backs_off_exponentially(wh: Warehouse, hold_lock: HoldLock) -> None:
+    hold_lock(wh.path, 30)
+    sleeps: list[float] = []
+    fake = Warehouse(wh.path, lock_timeout_s=1.0, sleep=sleeps.append)
+
+    with pytest.raises(WarehouseLockedError):
+        fake.get_state("s", "x")
+
+    assert sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.25])
+
+
+def test_threads_of_one_process_take_turns(wh: Warehouse) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            with wh.transaction(run_id=f"r{i}") as tx:
+                tx.replace(
+                    "robofy__chat_messages",
+                    [message_row("a", f"s{i}", 0, "2026-10-01")],
+                    slice=Slice(keys=(("session_id",), [(f"s{i}",)])),
+                )
+                time.sleep(0.05)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(table_rows(wh, "raw.robofy__chat_messages")) == 4
+
+
+def test_published_copy_opens_read_only_while_the_source_is_locked(wh: Warehouse) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+
+    published = wh.publish()
+
+    assert published == wh.path.with_name("robofy.read.duckdb")
+    assert not Path(f"{published}.wal").exists()
+    assert [p.name for p in published.parent.iterdir() if ".tmp-" in p.name] == []
+    with wh.connect(read_only=False):  # the source is now locked by this process
+        reader = duckdb.connect(str(published), read_only=True)
+        try:
+            rows = reader.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
+        finally:
+            reader.close()
+    assert rows == [("s1",)]
+
+
+def test_published_copy_is_readable_while_another_process_writes(
+    wh: Warehouse, hold_lock: HoldLock
+) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.set_state("s", "x", {"n": 1})
+    published = wh.publish()
+    hold_lock(wh.path, 30)
+
+    reader = duckdb.connect(str(published), read_only=True)
+    try:
+        assert reader.execute("select count(*) from meta.sync_state").fetchall() == [(1,)]
+    finally:
+        reader.close()
+
+
+READ_COUNT = """
+import duckdb
+conn = duckdb.connect({path!r}, read_only=True)
+print(conn.execute({query!r}).fetchall()[0][0])
+"""
+
+
+def test_a_reader_of_the_old_copy_keeps_its_view_after_a_new_publish(wh: Warehouse) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+    published = wh.publish()
+    reader = duckdb.connect(str(published), read_only=True)
+    try:
+        query = "select count(*) from raw.robofy__inbox_sessions"
+        assert reader.execute(query).fetchall() == [(1,)]
+
+        rows = [session_row("a", f"s{i}", "2026-10-01") for i in range(2_000)]
+        with wh.transaction(run_id="r2") as tx:
+            tx.replace("robofy__inbox_sessions", rows, slice=DAY_1)
+        assert wh.publish() == published
+
+        assert reader.execute(query).fetchall() == [(1,)]
+        # A new reader elsewhere sees the new copy. (It must be another process: within one
+        # process DuckDB hands a new connection the instance already open on the old file.)
+        fresh = subprocess.run(
+            [sys.executable, "-c", READ_COUNT.format(path=str(published), query=query)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert fresh.stdout.strip() == "2000"
+    finally:
+        reader.close()
+
+
+def test_publish_to_an_explicit_target(wh: Warehouse, tmp_path: Path) -> None:
+    target = tmp_path / "readers" / "marts.duckdb"
+
+    assert wh.publish(target) == target
+    assert target.exists()
+    with pytest.raises(WarehouseError, match="onto itself"):
+        wh.publish(wh.path)
+
+
+CRASHING_LOAD = """
+import sys, time
+from robofy_etl.warehouse import Slice, Warehouse
+sys.path.insert(0, {tests!r})
+from conftest import session_row
+
+wh = Warehouse({path!r})
+with wh.transaction(run_id="doomed") as tx:
+    # More than one row group (122,880 rows), so DuckDB writes uncommitted blocks to the file.
+    rows = [session_row("a", f"new{{i}}", "2026-10-01") for i in range(130_000)]
+    tx.replace("robofy__inbox_sessions", rows, slice=Slice(day_from="2026-10-01",
+               day_to="2026-10-02"))
+    tx.set_state("sessions", "chatbot:a", {{"cursor": "doomed"}})
+    print("loaded", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_load_killed_mid_transaction_leaves_the_previous_state(wh: Warehouse) -> None:
+    previous = [session_row("a", "s1", "2026-10-01"), session_row("a", "s2", "2026-10-01")]
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", previous, slice=DAY_1)
+        tx.set_state("sessions", "chatbot:a", {"cursor": "r1"})
+    before = table_rows(wh, "raw.robofy__inbox_sessions")
+    script = textwrap.dedent(
+        CRASHING_LOAD.format(tests=str(Path(__file__).parent), path=str(wh.path))
+    )
+
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "loaded"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert table_rows(wh, "raw.robofy__inbox_sessions") == before
+    assert wh.get_state("sessions", "chatbot:a") == {"cursor": "r1"}
+    with wh.transaction(run_id="r3") as tx:
+        counts = tx.replace(
+            "robofy__inbox_sessions", [session_row("a", "s3", "2026-10-01")], slice=DAY_1
+        )
+    assert counts == LoadCounts(inserted=1, deleted=2)
