@@ -160,7 +160,7 @@ def run_sync(
         )
         seen: set[tuple[str, ...]] = set()
         for event in result.get_asset_materialization_events():
-            materialization = event.asset_materialization
+            materialization = event.step_materialization_data.materialization
             if materialization is None or tuple(materialization.asset_key.path) in seen:
                 continue  # a range run reports the same metadata once per partition
             seen.add(tuple(materialization.asset_key.path))

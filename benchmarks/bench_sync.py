@@ -1,0 +1,144 @@
+"""Benchmark: the full ``robofy-etl sync`` of a simulated account, then the incremental run.
+
+The simulator runs in its own process (so its CPU is not counted against the pipeline) with a
+fixed latency per response; the sync runs as the real command in a fresh process, Dagster
+start-up included, into an empty warehouse. For each run it reports wall time, API requests,
+CPU time and peak RSS of the sync process. Then the simulator's clock moves one day and the
+recent days are synced again (the incremental run).
+
+    .venv/bin/python benchmarks/bench_sync.py [--scale medium] [--latency-ms 20] [--in-flight 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+
+def _simulator(conn: Connection, scale: str, latency_ms: float, end: datetime) -> None:
+    from robofy_etl.simulator import SimulatorConfig, serve
+
+    with serve(SimulatorConfig(scale=scale, seed=1, end=end, latency_ms=latency_ms)) as sim:
+        summary = sim.dataset.summary()
+        conn.send((sim.base_url, sim.api_key, summary))
+        while True:
+            command = conn.recv()
+            if command == "stop":
+                return
+            if command == "advance":
+                sim.advance(hours=24)
+                sim.clear_log()
+                conn.send(sim.dataset.summary())
+            elif command == "count":
+                conn.send(len(sim.request_log))
+
+
+def _ask(conn: Connection, command: str) -> float:
+    conn.send(command)
+    answer = conn.recv()
+    return float(answer) if isinstance(answer, int | float) else 0.0
+
+
+def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, float]:
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robofy_etl.cli", "sync", "--start", first, "--end", last],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    text = "".join(output)
+    if status != 0:
+        print(text)
+        raise SystemExit(f"sync failed with status {status}")
+    match = re.search(r"API: (\d+) requests", text)
+    return {
+        "wall_s": wall,
+        "requests": float(match.group(1)) if match else float("nan"),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="medium")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--lookback-days", type=int, default=2)
+    args = parser.parse_args()
+
+    # The clock starts a day ago, so that after it moves one day it is now again.
+    now = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = now - timedelta(days=1)
+    parent, child = mp.Pipe()
+    sim = mp.Process(target=_simulator, args=(child, args.scale, args.latency_ms, end))
+    sim.start()
+    try:
+        base_url, api_key, summary = parent.recv()
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp) / "dagster_home"
+            home.mkdir()
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+            env = {
+                **os.environ,
+                "ROBOFY_API_KEY": api_key,
+                "ROBOFY_BASE_URL": base_url,
+                "ROBOFY_DUCKDB_PATH": str(Path(tmp) / "robofy.duckdb"),
+                "ROBOFY_MAX_IN_FLIGHT": str(args.in_flight),
+                "DAGSTER_HOME": str(home),
+            }
+            last = end.date()
+            first = last - timedelta(days=int(summary.get("days", 30)))
+            full = _run_sync(env, first.isoformat(), last.isoformat())
+            full["server_requests"] = _ask(parent, "count")
+
+            _ask(parent, "advance")
+            # The incremental run syncs the recent days, as the schedules do.
+            today = now.date()
+            incremental = _run_sync(
+                env, (today - timedelta(days=args.lookback_days)).isoformat(), today.isoformat()
+            )
+            incremental["server_requests"] = _ask(parent, "count")
+    finally:
+        parent.send("stop")
+        sim.join(timeout=30)
+
+    bound = full["server_requests"] * args.latency_ms / 1000 / args.in_flight
+    print(f"\n{args.scale} dataset: {summary}")
+    print(
+        f"latency {args.latency_ms:g} ms, {args.in_flight} in flight; "
+        f"latency bound of the full sync: {bound:.1f} s\n"
+    )
+    print("| run | wall s | API requests | CPU s | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for name, r in (
+        ("full sync (empty warehouse)", full),
+        ("incremental (clock +1 day)", incremental),
+    ):
+        print(
+            f"| {name} | {r['wall_s']:.1f} | {r['server_requests']:.0f} | {r['cpu_s']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} |"
+        )
+    share = incremental["server_requests"] / full["server_requests"]
+    print(f"\nincremental requests: {share:.1%} of the full sync")
+
+
+if __name__ == "__main__":
+    main()
