@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -126,7 +127,11 @@ def run_sync(
     """Materializes every asset for the days ``first..last`` (inclusive) as one Dagster run."""
     import dagster as dg  # imported here: `robofy-etl --help` should not pay for Dagster
 
-    from robofy_etl.definitions import build_definitions
+    # Single-run backfill policies are "beta" in Dagster 1.13; the user can't act on that.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+    from robofy_etl.defs.assembly import build_definitions
     from robofy_etl.defs.schedules import SYNC_JOB, range_tags
 
     if last < first:

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Changed sessions whose transcripts are held in memory before they are written. Bounds memory
 # on long backfills; each chunk is one transaction that covers whole days.
-TRANSCRIPT_CHUNK = 4000
+TRANSCRIPT_CHUNK = 1500
 # The stats endpoint is asked for at most this many days per request.
 STATS_MAX_DAYS = 31
 # Contract fields documented as optional; their absence is not drift. Every other contract
@@ -580,26 +581,23 @@ def sync_conversations(
         except RobofyNotFoundError:
             return None
 
-    transcripts = missing = 0
-    for days in _chunks_of_days(window, changed_by_day, chunk_sessions):
+    chunks = list(_chunks_of_days(window, changed_by_day, chunk_sessions))
+    chunk_of_day = {day: n for n, days in enumerate(chunks) for day in days}
+    waiting = [sum(len(changed_by_day.get(d, ())) for d in days) for days in chunks]
+    fetched: list[list[dict[str, Any]]] = [[] for _ in chunks]
+
+    def write(n: int, message_rows: list[dict[str, Any]]) -> None:
+        """One transaction for chunk ``n``: its days' sessions and their changed transcripts."""
+        days = chunks[n]
         changed = [task for d in days for task in changed_by_day.get(d, [])]
-        message_rows: list[dict[str, Any]] = []
-        for task, records in api.fan_out(changed, fetch):
-            chatbot_id, session_id, project_id, day = task
-            if records is None:
-                missing += 1
-                log.warning("transcript of session %s/%s is gone (404)", chatbot_id, session_id)
-                continue
-            transcripts += 1
-            message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
-        session_rows = [row for d in days for row in by_day.get(d, [])]
         replaced_keys = [(c, s) for c, s, _, _ in changed]
         replaced_keys += [key for d in days for key in vanished_by_day.get(d, [])]
         part = Window(date.fromisoformat(days[0]), date.fromisoformat(days[-1]) + timedelta(days=1))
+        last = n == len(chunks) - 1
         with wh.transaction(run_id=run_id) as tx:
             s_counts = tx.replace(
                 sessions_table,
-                session_rows,
+                [row for d in days for row in by_day.get(d, [])],
                 slice=Slice(
                     day_from=part.start, day_to=part.end, within={"chatbot_id": chatbot_ids}
                 ),
@@ -609,24 +607,70 @@ def sync_conversations(
                 message_rows,
                 slice=Slice(keys=(("chatbot_id", "session_id"), replaced_keys)),
             )
-            t.write_extras(tx, sessions_table, str(part))
-            t.write_extras(tx, messages_table, str(part))
             requests = t.api_delta()["requests"]
             tx.audit(sessions_table, slice=str(part), counts=s_counts, api_requests=requests)
             tx.audit(messages_table, slice=str(part), counts=m_counts, api_requests=None)
-            for scan in scans:
-                tx.set_state(
-                    "sessions",
-                    scope=f"chatbot:{scan.chatbot_id}",
-                    value={
-                        "window": str(window),
-                        "pages": scan.pages,
-                        "newest_first": scan.ordered,
-                        "stopped_early": scan.stopped_early,
-                    },
-                )
+            if last:  # by now every record has been seen: drift, quarantine and scan state
+                t.write_extras(tx, sessions_table, str(window))
+                t.write_extras(tx, messages_table, str(window))
+                for scan in scans:
+                    tx.set_state(
+                        "sessions",
+                        scope=f"chatbot:{scan.chatbot_id}",
+                        value={
+                            "window": str(window),
+                            "pages": scan.pages,
+                            "newest_first": scan.ordered,
+                            "stopped_early": scan.stopped_early,
+                        },
+                    )
         t.report.add_counts(sessions_table, s_counts)
         t.report.add_counts(messages_table, m_counts)
+
+    # Transcripts are fetched in day order by one fan-out; a chunk of days is written (by one
+    # writer thread, in order) as soon as its last transcript arrives, while the next chunks
+    # are still being fetched. At most the chunk being written and those being fetched are in
+    # memory.
+    transcripts = missing = 0
+    written = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="robofy-writer") as writer:
+        pending: Future[None] | None = None
+
+        def flush() -> None:
+            nonlocal written, pending
+            while written < len(chunks) and waiting[written] == 0:
+                if pending is not None:
+                    pending.result()  # one transaction at a time, in day order
+                rows, fetched[written] = fetched[written], []
+                last = written == len(chunks) - 1
+                if last:
+                    pending = None
+                    write(written, rows)  # in this thread: drift and quarantine are final
+                else:
+                    pending = writer.submit(write, written, rows)
+                written += 1
+
+        try:
+            flush()
+            tasks = [task for days in chunks for d in days for task in changed_by_day.get(d, [])]
+            for task, records in api.fan_out(tasks, fetch):
+                chatbot_id, session_id, project_id, day = task
+                n = chunk_of_day[day]
+                waiting[n] -= 1
+                if records is None:
+                    missing += 1
+                    log.warning("transcript of session %s/%s is gone (404)", chatbot_id, session_id)
+                else:
+                    transcripts += 1
+                    fetched[n].extend(
+                        _message_rows(t, chatbot_id, session_id, project_id, day, records)
+                    )
+                if n == written:
+                    flush()
+            flush()
+        finally:
+            if pending is not None:
+                pending.result()
 
     report = t.finish()
     report.details.update(

@@ -15,7 +15,14 @@ from robofy_etl.api.endpoints import Endpoint
 from robofy_etl.api.errors import PaginationLoopError, RobofyContractError
 from robofy_etl.api.records import normalize_record
 
-__all__ = ["Page", "describe_keys", "extract_items", "extract_object", "extract_token", "iter_pages"]
+__all__ = [
+    "Page",
+    "describe_keys",
+    "extract_items",
+    "extract_object",
+    "extract_token",
+    "iter_pages",
+]
 
 _log = logging.getLogger(__name__)
 

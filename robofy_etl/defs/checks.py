@@ -1,13 +1,19 @@
-"""Asset checks: unique keys, referential integrity, freshness, mart grain, reconciliation."""
+"""Asset checks: unique keys, referential integrity, freshness, mart grain, reconciliation.
 
-from __future__ import annotations
+The queries live in ``robofy_etl.warehouse.quality``; here each check is only a spec. The raw
+checks run as one step and the mart checks as another (each step costs Dagster start-up time),
+over one read connection each, and both can be subset to the checks a run selected.
+"""
 
-from collections.abc import Sequence
+# No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import duckdb
+from dagster import AssetCheckExecutionContext
 
-from robofy_etl.defs.ingest import raw_key
+from robofy_etl.defs.ingest import POOL, raw_key
 from robofy_etl.defs.models import model_key
 from robofy_etl.defs.resources import WarehouseResource
 from robofy_etl.warehouse import quality
@@ -15,94 +21,118 @@ from robofy_etl.warehouse.models import Model
 from robofy_etl.warehouse.tables import RAW_TABLES
 
 FRESHNESS = timedelta(hours=26)
+FRESH_STREAMS = ("robofy__inbox_sessions", "robofy__leads")
+
+Evaluate = Callable[[duckdb.DuckDBPyConnection], quality.CheckOutcome]
 
 
-def _result(outcome: quality.CheckOutcome, *, warn: bool = False) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=outcome.passed,
-        description=outcome.description,
-        metadata=dict(outcome.metadata),
-        severity=dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR,
-    )
+class _Check:
+    """One check: its spec, how to evaluate it, and whether a failure only warns."""
+
+    def __init__(self, spec: dg.AssetCheckSpec, evaluate: Evaluate, *, warn: bool = False) -> None:
+        self.spec = spec
+        self.evaluate = evaluate
+        self.warn = warn
 
 
-def _raw_unique(table: str) -> dg.AssetChecksDefinition:
-    key = "_".join(RAW_TABLES[table].key)
+def _raw_checks() -> list[_Check]:
+    checks: list[_Check] = []
+    for table, spec in RAW_TABLES.items():
+        checks.append(
+            _Check(
+                dg.AssetCheckSpec(
+                    f"{table}__unique_{'_'.join(spec.key)}",
+                    asset=raw_key(table),
+                    description=f"raw.{table} has one row per ({', '.join(spec.key)}).",
+                ),
+                lambda conn, table=table: quality.raw_unique_key(conn, table),
+            )
+        )
+    for ref in quality.REFERENCES:
+        checks.append(
+            _Check(
+                dg.AssetCheckSpec(
+                    ref.name,
+                    asset=raw_key(ref.child),
+                    additional_deps=[raw_key(ref.parent)],
+                    description=f"Every raw.{ref.child} row has its raw.{ref.parent} row.",
+                ),
+                lambda conn, ref=ref: quality.orphans(conn, ref),
+            )
+        )
+    for table in FRESH_STREAMS:
+        checks.append(
+            _Check(
+                dg.AssetCheckSpec(
+                    f"{table}__loaded_recently",
+                    asset=raw_key(table),
+                    description=f"raw.{table} was loaded in the last {FRESHNESS}.",
+                ),
+                lambda conn, table=table: quality.latest_load(
+                    conn, table, FRESHNESS, datetime.now(UTC).replace(tzinfo=None)
+                ),
+                warn=True,
+            )
+        )
+    return checks
 
-    @dg.asset_check(
-        asset=raw_key(table),
-        name=f"{table}__unique_{key}",
-        description=f"raw.{table} has one row per ({', '.join(RAW_TABLES[table].key)}).",
-        blocking=True,
-    )
-    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+
+def _mart_checks(models: Sequence[Model]) -> list[_Check]:
+    checks: list[_Check] = []
+    for model in models:
+        if model.schema != "marts" or not model.key_columns:
+            continue
+        checks.append(
+            _Check(
+                dg.AssetCheckSpec(
+                    f"{model.relation}__unique_grain",
+                    asset=model_key(model),
+                    description=f"{model.name}: {model.grain}, keys not null.",
+                ),
+                lambda conn, m=model: quality.unique_key(conn, m.name, m.key_columns),
+            )
+        )
+    if any(m.name == "marts.chatbot_daily_activity" for m in models):
+        checks.append(
+            _Check(
+                dg.AssetCheckSpec(
+                    "chatbot_daily_activity__reconciles_with_stats",
+                    asset=dg.AssetKey(["marts", "chatbot_daily_activity"]),
+                    description="Daily messages from transcripts agree with the stats API "
+                    "(2% tolerance); the difference is reported as metadata.",
+                ),
+                quality.reconcile_daily_activity,
+                warn=True,
+            )
+        )
+    return checks
+
+
+def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
+    by_key = {c.spec.key: c for c in checks}
+
+    @dg.multi_asset_check(name=name, specs=[c.spec for c in checks], can_subset=True, pool=POOL)
+    def _run(
+        context: AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        selected = [by_key[key] for key in context.selected_asset_check_keys]
         with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.raw_unique_key(conn, table))
+            outcomes = [(check, check.evaluate(conn)) for check in selected]
+        for check, outcome in outcomes:
+            yield dg.AssetCheckResult(
+                asset_key=check.spec.asset_key,
+                check_name=check.spec.name,
+                passed=outcome.passed,
+                description=outcome.description,
+                metadata=dict(outcome.metadata),
+                severity=dg.AssetCheckSeverity.WARN if check.warn else dg.AssetCheckSeverity.ERROR,
+            )
 
-    return _check
-
-
-def _references(ref: quality.Reference) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=raw_key(ref.child),
-        name=ref.name,
-        description=f"Every raw.{ref.child} row has its raw.{ref.parent} row.",
-        additional_deps=[raw_key(ref.parent)],
-    )
-    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.orphans(conn, ref))
-
-    return _check
-
-
-def _fresh(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=raw_key(table),
-        name=f"{table}__loaded_recently",
-        description=f"raw.{table} was loaded in the last {FRESHNESS}.",
-    )
-    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.latest_load(conn, table, FRESHNESS, now), warn=True)
-
-    return _check
-
-
-def _mart_grain(model: Model) -> dg.AssetChecksDefinition:
-    columns = model.key_columns
-
-    @dg.asset_check(
-        asset=model_key(model),
-        name=f"{model.relation}__unique_grain",
-        description=f"{model.name}: {model.grain}",
-    )
-    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.unique_key(conn, model.name, columns))
-
-    return _check
-
-
-def _reconciliation() -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=dg.AssetKey(["marts", "chatbot_daily_activity"]),
-        name="chatbot_daily_activity__reconciles_with_stats",
-        description="Daily messages from transcripts agree with the stats API (2% tolerance).",
-    )
-    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.get_warehouse().connect() as conn:
-            return _result(quality.reconcile_daily_activity(conn), warn=True)
-
-    return _check
+    return _run
 
 
 def all_checks(models: Sequence[Model]) -> list[dg.AssetChecksDefinition]:
-    checks = [_raw_unique(t) for t in RAW_TABLES]
-    checks += [_references(r) for r in quality.REFERENCES]
-    checks += [_fresh(t) for t in ("robofy__inbox_sessions", "robofy__leads")]
-    checks += [_mart_grain(m) for m in models if m.schema == "marts" and m.key_columns]
-    if any(m.name == "marts.chatbot_daily_activity" for m in models):
-        checks.append(_reconciliation())
-    return checks
+    return [
+        _multi_check("raw_checks", _raw_checks()),
+        _multi_check("mart_checks", _mart_checks(models)),
+    ]

@@ -551,7 +551,7 @@ def replace_slice(
                 deleted=removed - updated,
                 unchanged=by_status.get("s", 0),
             )
-    logger.info("%s [%s]: %s", table.relation, slc.describe(), counts)
+    logger.debug("%s [%s]: %s", table.relation, slc.describe(), counts)
     return counts
 
 
@@ -623,5 +623,5 @@ def merge_snapshot(
         deleted=vanished,
         unchanged=by_status.get("s", 0),
     )
-    logger.info("%s snapshot [%s]: %s", table.relation, scope.describe(), counts)
+    logger.debug("%s snapshot [%s]: %s", table.relation, scope.describe(), counts)
     return counts

@@ -359,7 +359,7 @@ def build(
         except duckdb.Error as exc:
             raise ModelBuildError(f"{model.path}: building {model.name} failed: {exc}") from exc
         seconds = time.perf_counter() - started
-        logger.info(
+        logger.debug(
             "built %s %s (%s rows) in %.3fs", model.materialization, model.name, rows, seconds
         )
         results.append(BuildResult(model.name, model.materialization, rows, seconds))

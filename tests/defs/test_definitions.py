@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from robofy_etl.definitions import build_definitions
+from robofy_etl.defs.assembly import build_definitions
 from robofy_etl.defs.schedules import RANGE_END, RANGE_START
 from robofy_etl.settings import Settings, SettingsError
 
