@@ -114,7 +114,12 @@ class SyncOutcome:
     errors: list[str] = field(default_factory=list)
     api: dict[str, int] = field(default_factory=dict)
     raw_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    checks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (passed, severity)
     published: str = ""
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return sorted(name for name, (passed, _) in self.checks.items() if not passed)
 
 
 def run_sync(
@@ -181,6 +186,13 @@ def run_sync(
                         outcome.api[k] = outcome.api.get(k, 0) + int(meta.get(f"api_{k}", 0) or 0)
             elif "published_copy" in meta:
                 outcome.published = str(meta["published_copy"])
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                evaluation = event.event_specific_data
+                outcome.checks[evaluation.check_name] = (
+                    evaluation.passed,
+                    evaluation.severity.value,
+                )
         if not result.success:
             outcome.errors = _failure_messages(result)
     return outcome
@@ -232,6 +244,12 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
     print(
         f"\nAPI: {api.get('requests', 0)} requests, {api.get('pages', 0)} pages, "
         f"{api.get('retries', 0)} retries ({api.get('rate_limited', 0)} rate limited).",
+        file=out,
+    )
+    failed = outcome.failed_checks
+    print(
+        f"Checks: {len(outcome.checks) - len(failed)} of {len(outcome.checks)} passed"
+        + (f"; failed: {', '.join(failed)} (see the Dagster UI for details)" if failed else "."),
         file=out,
     )
     if Path(reader).exists():

@@ -104,6 +104,7 @@ class SyncReport:
     stream: str
     window: str
     counts: dict[str, LoadCounts] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # rows in the load's scope, after it
     api: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
     unparseable_timestamps: int = 0
@@ -132,7 +133,9 @@ class SyncReport:
             "rows_updated": counts.updated,
             "rows_deleted": counts.deleted,
             "rows_unchanged": counts.unchanged,
-            "rows_in_slice": counts.inserted + counts.updated + counts.unchanged,
+            "rows_in_slice": self.rows.get(
+                table, counts.inserted + counts.updated + counts.unchanged
+            ),
             **{f"api_{k}": v for k, v in self.api.items()},
             "quarantined": self.quarantined,
             "unparseable_timestamps": self.unparseable_timestamps,
@@ -276,6 +279,7 @@ def sync_projects(
         )
     with wh.transaction(run_id=run_id) as tx:
         counts = tx.merge_snapshot(table, rows)
+        t.report.rows[table] = tx.count(table, Slice())
         t.write_extras(tx, table, "snapshot")
         report = t.finish()
         tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
@@ -314,6 +318,7 @@ def sync_chatbots(
             )
     with wh.transaction(run_id=run_id) as tx:
         counts = tx.merge_snapshot(table, rows)
+        t.report.rows[table] = tx.count(table, Slice())
         t.write_extras(tx, table, "snapshot")
         report = t.finish()
         tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
@@ -611,6 +616,11 @@ def sync_conversations(
             tx.audit(sessions_table, slice=str(part), counts=s_counts, api_requests=requests)
             tx.audit(messages_table, slice=str(part), counts=m_counts, api_requests=None)
             if last:  # by now every record has been seen: drift, quarantine and scan state
+                scope = Slice(
+                    day_from=window.start, day_to=window.end, within={"chatbot_id": chatbot_ids}
+                )
+                for table in (sessions_table, messages_table):
+                    t.report.rows[table] = tx.count(table, scope)
                 t.write_extras(tx, sessions_table, str(window))
                 t.write_extras(tx, messages_table, str(window))
                 for scan in scans:
@@ -744,15 +754,13 @@ def sync_leads(
                 }
             )
     with wh.transaction(run_id=run_id) as tx:
-        counts = tx.replace(
-            table,
-            rows,
-            slice=Slice(
-                day_from=window.start,
-                day_to=window.end,
-                within={"chatbot_id": [c for c, _ in chatbots]},
-            ),
+        scope = Slice(
+            day_from=window.start,
+            day_to=window.end,
+            within={"chatbot_id": [c for c, _ in chatbots]},
         )
+        counts = tx.replace(table, rows, slice=scope)
+        t.report.rows[table] = tx.count(table, scope)
         t.write_extras(tx, table, str(window))
         report = t.finish()
         tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
@@ -814,15 +822,13 @@ def sync_message_stats(
                 "_slice": stat_date.isoformat(),
             }
     with wh.transaction(run_id=run_id) as tx:
-        counts = tx.replace(
-            table,
-            list(rows.values()),
-            slice=Slice(
-                day_from=window.start,
-                day_to=window.end,
-                within={"chatbot_id": [c for c, _ in chatbots]},
-            ),
+        scope = Slice(
+            day_from=window.start,
+            day_to=window.end,
+            within={"chatbot_id": [c for c, _ in chatbots]},
         )
+        counts = tx.replace(table, list(rows.values()), slice=scope)
+        t.report.rows[table] = tx.count(table, scope)
         t.write_extras(tx, table, str(window))
         report = t.finish()
         tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])

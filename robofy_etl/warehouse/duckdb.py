@@ -23,6 +23,7 @@ from robofy_etl.warehouse.load import (
     LoadCounts,
     Rows,
     Slice,
+    count_slice,
     day_string,
     merge_snapshot,
     replace_slice,
@@ -86,6 +87,10 @@ class Transaction:
         return merge_snapshot(
             self.conn, table, rows, within, loaded_at=self.loaded_at, run_id=self.run_id
         )
+
+    def count(self, table: str, slice: Slice) -> int:
+        """Rows of ``raw.<table>`` inside ``slice``, as this transaction sees them."""
+        return count_slice(self.conn, table, slice)
 
     def get_state(self, stream: str, scope: str) -> dict[str, Any] | None:
         """Read sync state as this transaction sees it."""

@@ -625,3 +625,16 @@ def merge_snapshot(
     )
     logger.debug("%s snapshot [%s]: %s", table.relation, scope.describe(), counts)
     return counts
+
+
+def count_slice(conn: duckdb.DuckDBPyConnection, table_name: str, slc: Slice) -> int:
+    """Rows of ``raw.<table_name>`` inside ``slc`` (soft-deleted snapshot rows excluded)."""
+    table = get_raw_table(table_name)
+    predicate = _Predicate(table, slc, "count")
+    alive = " and not t._is_deleted" if table.snapshot else ""
+    with _scratch(conn, predicate.views):
+        row = conn.execute(
+            f"select count(*) from {table.relation} t where {predicate.sql('t')}{alive}",
+            predicate.params,
+        ).fetchone()
+    return int(row[0]) if row else 0

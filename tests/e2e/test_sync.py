@@ -6,11 +6,14 @@ DuckDB file from the simulator over loopback HTTP; the simulator's dataset is th
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import date, timedelta
+from pathlib import Path
 from urllib.parse import unquote
 
 import dagster as dg
+import duckdb
 import pytest
 
 from robofy_etl.simulator import Faults
@@ -250,3 +253,20 @@ def test_schema_drift_is_recorded_and_kept_in_payload(pipeline: Pipeline) -> Non
     assert with_field == len(pipeline.sim.dataset.sessions)
     # The load itself is complete.
     assert len(_mart_sessions(pipeline)) == len(pipeline.sim.dataset.sessions)
+
+
+def test_asset_checks_pass_and_documented_queries_run_on_synced_data(pipeline: Pipeline) -> None:
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    assert len(outcome.checks) >= 20
+    errors = [
+        name
+        for name, (passed, severity) in outcome.checks.items()
+        if not passed and severity == "ERROR"
+    ]
+    assert errors == []
+    queries = re.findall(r"```sql\n(.*?)```", (Path(__file__).parents[2] / "docs" / "queries.md").read_text(), re.DOTALL)
+    assert len(queries) >= 10
+    with duckdb.connect(str(pipeline.reader_path), read_only=True) as conn:
+        returned = [len(conn.execute(sql).fetchall()) for sql in queries]
+    assert sum(1 for n in returned if n > 0) >= 8, returned
