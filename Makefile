@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export UV_COMPILE_BYTECODE := 1
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install demo test test-all lint dev simulator bench bench-client bench-sync docs clean
+.PHONY: help install demo test lint dev simulator bench bench-client bench-sync bench-queries bench-load docs clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,13 +37,19 @@ dev: $(STAMP) ## the Dagster UI on the demo data, against the simulator (http://
 simulator: $(STAMP) ## serve the built-in Robofy API on http://127.0.0.1:8787
 	$(BIN)/robofy-etl simulator --port 8787 --scale medium --seed 1
 
-bench: bench-client bench-sync ## run all benchmarks
+bench: bench-client bench-sync bench-queries ## run all benchmarks
 
 bench-client: $(STAMP) ## client throughput vs. the latency bound (1/4/16/64 in flight)
 	$(BIN)/python benchmarks/bench_client.py
 
 bench-sync: $(STAMP) ## full and incremental robofy-etl sync of the medium dataset
 	$(BIN)/python benchmarks/bench_sync.py
+
+bench-queries: $(STAMP) ## dashboard and analyst queries on the synced medium dataset
+	$(BIN)/python benchmarks/bench_queries.py
+
+bench-load: $(STAMP) ## warehouse slice-replace throughput
+	$(BIN)/python benchmarks/bench_load.py
 
 docs: $(STAMP) ## regenerate docs/tables.md from the mart comments
 	$(BIN)/python scripts/gen_tables_doc.py
