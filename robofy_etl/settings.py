@@ -8,6 +8,7 @@ object: it reaches the Dagster resource only through ``dg.EnvVar("ROBOFY_API_KEY
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -80,6 +81,20 @@ def _auth_header(name: str, raw: str) -> str:
     return value
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return value
+
+
+def _memory(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise SettingsError(f"{name} must be a size such as 160MB or 2GB, got {raw!r}")
+    return value
+
+
 def _timezone(name: str, raw: str) -> str:
     try:
         ZoneInfo(raw)
@@ -136,6 +151,12 @@ class Settings:
     max_rps: float | None = _setting(
         "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
     )
+    http_transport: str = _setting(
+        "ROBOFY_HTTP_TRANSPORT",
+        "stdlib",
+        lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),
+        "'stdlib' (keep-alive http.client under httpx; least CPU) or 'httpx' (honours proxies).",
+    )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S", "30", _positive_float, "Read timeout of one API request, seconds."
     )
@@ -153,6 +174,12 @@ class Settings:
         "300",
         _positive_float,
         "How long a writer waits for another process to release the DuckDB file.",
+    )
+    duckdb_memory_limit: str = _setting(
+        "ROBOFY_DUCKDB_MEMORY_LIMIT",
+        "160MB",
+        _memory,
+        "DuckDB buffer memory for loads and model builds; beyond it DuckDB spills to disk.",
     )
     lookback_days: int = _setting(
         "ROBOFY_LOOKBACK_DAYS",

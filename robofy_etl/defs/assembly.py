@@ -30,6 +30,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 auth_header=settings.auth_header,
                 max_in_flight=settings.max_in_flight,
                 max_rps=settings.max_rps,
+                http_transport=settings.http_transport,
                 timeout_s=settings.timeout_s,
                 max_attempts=settings.max_attempts,
                 retry_delay_s=settings.retry_delay_s,
@@ -40,6 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 path=settings.duckdb_path,
                 publish_path=settings.resolved_publish_path,
                 lock_timeout_s=settings.lock_timeout_s,
+                memory_limit=settings.duckdb_memory_limit,
             ),
         },
         # One process, steps in order: DuckDB has one writer, and a step subprocess costs ~2 s.

@@ -20,6 +20,7 @@ class RobofyResource(dg.ConfigurableResource):
     auth_header: str = "bearer"
     max_in_flight: int = 16
     max_rps: float | None = None
+    http_transport: str = "stdlib"
     timeout_s: float = 30.0
     max_attempts: int = 5
     retry_delay_s: float = 0.5
@@ -36,6 +37,7 @@ class RobofyResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_in_flight=self.max_in_flight,
             max_requests_per_second=self.max_rps,
+            http_transport=self.http_transport,  # type: ignore[arg-type]
             retry=RetryPolicy(max_attempts=self.max_attempts, initial_delay=self.retry_delay_s),
             naive_timezone=self.naive_timezone,
             stats_params=tuple(self.stats_params),  # type: ignore[arg-type]
@@ -53,8 +55,11 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str = "data/robofy.duckdb"
     publish_path: str = ""
     lock_timeout_s: float = 300.0
+    memory_limit: str = "160MB"
 
     def get_warehouse(self) -> Warehouse:
-        wh = Warehouse(self.path, lock_timeout_s=self.lock_timeout_s)
+        wh = Warehouse(
+            self.path, lock_timeout_s=self.lock_timeout_s, memory_limit=self.memory_limit
+        )
         wh.initialize()
         return wh

@@ -115,3 +115,24 @@ def test_unsupported_scheme_is_not_retriable() -> None:
     transport = StdlibTransport(connect_timeout=1.0, read_timeout=1.0)
     with pytest.raises(httpx.UnsupportedProtocol):
         transport.handle_request(httpx.Request("GET", "ftp://example.com/x"))
+
+
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
+def test_both_transports_read_the_same_account(transport: str) -> None:
+    from datetime import datetime
+
+    from robofy_etl.api import ClientConfig, RobofyClient
+    from robofy_etl.simulator import SimulatorConfig, serve
+
+    with serve(SimulatorConfig(scale="tiny", seed=3, end=datetime(2026, 10, 15))) as sim:
+        config = ClientConfig(base_url=sim.base_url, api_key=sim.api_key, http_transport=transport)
+        with RobofyClient(config) as api:
+            chatbots = [
+                c["chatbot_id"]
+                for p in api.iter_items("projects")
+                for c in api.iter_items("chatbots", project_id=p["id"])
+            ]
+            sessions = {
+                s["session_id"] for c in chatbots for s in api.iter_items("sessions", chatbot_id=c)
+            }
+    assert sessions == {s.session_id for s in sim.dataset.sessions}

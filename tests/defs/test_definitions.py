@@ -117,6 +117,8 @@ def test_schedules_request_one_run_for_the_recent_days(
         ({"ROBOFY_NAIVE_TIMEZONE": "Mars/Olympus"}, "ROBOFY_NAIVE_TIMEZONE"),
         ({"ROBOFY_STATS_PARAMS": "a,b"}, "ROBOFY_STATS_PARAMS"),
         ({"ROBOFY_TIMEOUT_S": "-1"}, "ROBOFY_TIMEOUT_S"),
+        ({"ROBOFY_HTTP_TRANSPORT": "curl"}, "ROBOFY_HTTP_TRANSPORT"),
+        ({"ROBOFY_DUCKDB_MEMORY_LIMIT": "lots"}, "ROBOFY_DUCKDB_MEMORY_LIMIT"),
     ],
 )
 def test_bad_setting_fails_naming_the_variable(env: dict[str, str], message: str) -> None:

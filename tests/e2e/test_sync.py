@@ -265,7 +265,11 @@ def test_asset_checks_pass_and_documented_queries_run_on_synced_data(pipeline: P
         if not passed and severity == "ERROR"
     ]
     assert errors == []
-    queries = re.findall(r"```sql\n(.*?)```", (Path(__file__).parents[2] / "docs" / "queries.md").read_text(), re.DOTALL)
+    queries = re.findall(
+        r"```sql\n(.*?)```",
+        (Path(__file__).parents[2] / "docs" / "queries.md").read_text(),
+        re.DOTALL,
+    )
     assert len(queries) >= 10
     with duckdb.connect(str(pipeline.reader_path), read_only=True) as conn:
         returned = [len(conn.execute(sql).fetchall()) for sql in queries]
