@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from robofy_etl.simulator import Faults
+from robofy_etl.simulator import Faults, Variants
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, Pipeline
 
 pytestmark = pytest.mark.slow
@@ -274,3 +274,48 @@ def test_asset_checks_pass_and_documented_queries_run_on_synced_data(pipeline: P
     with duckdb.connect(str(pipeline.reader_path), read_only=True) as conn:
         returned = [len(conn.execute(sql).fetchall()) for sql in queries]
     assert sum(1 for n in returned if n > 0) >= 8, returned
+
+
+VARIANTS = {
+    "camel-top-level-absent-token": (
+        Variants(
+            envelope="top.collection",
+            keys="camel",
+            timestamps="iso_z",
+            chatbot_id_key="id",
+            visitor_key="visitor_name",
+            token_location="top",
+            last_token="absent",
+        ),
+        {},
+    ),
+    "array-offsets-shuffled-api-key": (
+        Variants(
+            envelope="data.array",
+            timestamps="iso_offset",
+            last_token="empty",
+            session_order="shuffled",
+            role_style="mixed",
+            auth_header="api-key",
+            stats_params=("pid", "cid", "from", "to"),
+        ),
+        {"ROBOFY_AUTH_HEADER": "api-key", "ROBOFY_STATS_PARAMS": "pid,cid,from,to"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_sync_is_exact_under_api_variants(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    variants, env = VARIANTS[name]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    pipeline.sim.set_variants(variants)
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    _assert_matches_dataset(pipeline)
+    assert pipeline.query("select count(*) from meta.quarantine")[0][0] == 0
+    assert outcome.raw_rows["robofy__inbox_sessions"]["in_slice"] == len(
+        pipeline.sim.dataset.sessions
+    )
