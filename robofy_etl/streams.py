@@ -277,14 +277,7 @@ def sync_projects(
                 "_slice": "snapshot",
             }
         )
-    with wh.transaction(run_id=run_id) as tx:
-        counts = tx.merge_snapshot(table, rows)
-        t.report.rows[table] = tx.count(table, Slice())
-        t.write_extras(tx, table, "snapshot")
-        report = t.finish()
-        tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
-    report.add_counts(table, counts)
-    return report
+    return _write(wh, run_id, t, table, rows, scope=None)
 
 
 def sync_chatbots(
@@ -316,14 +309,41 @@ def sync_chatbots(
                     "_slice": "snapshot",
                 }
             )
-    with wh.transaction(run_id=run_id) as tx:
-        counts = tx.merge_snapshot(table, rows)
-        t.report.rows[table] = tx.count(table, Slice())
-        t.write_extras(tx, table, "snapshot")
-        report = t.finish()
-        tx.audit(table, slice="snapshot", counts=counts, api_requests=report.api["requests"])
-    report.add_counts(table, counts)
+    report = _write(wh, run_id, t, table, rows, scope=None)
     report.details["projects"] = len(project_ids)
+    return report
+
+
+def _window_scope(window: Window, chatbots: Sequence[tuple[str, int]]) -> Slice:
+    """The rows one windowed load owns: the window's days, for the chatbots it listed."""
+    return Slice(
+        day_from=window.start, day_to=window.end, within={"chatbot_id": [c for c, _ in chatbots]}
+    )
+
+
+def _write(
+    wh: Warehouse,
+    run_id: str,
+    t: _Tracker,
+    table: str,
+    rows: list[dict[str, Any]],
+    *,
+    scope: Slice | None,
+) -> SyncReport:
+    """One transaction: the rows (a snapshot merge when ``scope`` is None, else a slice
+    replacement), their drift and quarantine, and the audit row."""
+    label = "snapshot" if scope is None else t.report.window
+    with wh.transaction(run_id=run_id) as tx:
+        if scope is None:
+            counts = tx.merge_snapshot(table, rows)
+            t.report.rows[table] = tx.count(table, Slice())
+        else:
+            counts = tx.replace(table, rows, slice=scope)
+            t.report.rows[table] = tx.count(table, scope)
+        t.write_extras(tx, table, label)
+        report = t.finish()
+        tx.audit(table, slice=label, counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
     return report
 
 
@@ -603,9 +623,7 @@ def sync_conversations(
             s_counts = tx.replace(
                 sessions_table,
                 [row for d in days for row in by_day.get(d, [])],
-                slice=Slice(
-                    day_from=part.start, day_to=part.end, within={"chatbot_id": chatbot_ids}
-                ),
+                slice=_window_scope(part, chatbots),
             )
             m_counts = tx.replace(
                 messages_table,
@@ -616,11 +634,8 @@ def sync_conversations(
             tx.audit(sessions_table, slice=str(part), counts=s_counts, api_requests=requests)
             tx.audit(messages_table, slice=str(part), counts=m_counts, api_requests=None)
             if last:  # by now every record has been seen: drift, quarantine and scan state
-                scope = Slice(
-                    day_from=window.start, day_to=window.end, within={"chatbot_id": chatbot_ids}
-                )
                 for table in (sessions_table, messages_table):
-                    t.report.rows[table] = tx.count(table, scope)
+                    t.report.rows[table] = tx.count(table, _window_scope(window, chatbots))
                 t.write_extras(tx, sessions_table, str(window))
                 t.write_extras(tx, messages_table, str(window))
                 for scan in scans:
@@ -753,18 +768,7 @@ def sync_leads(
                     "_slice": _day(created_at),
                 }
             )
-    with wh.transaction(run_id=run_id) as tx:
-        scope = Slice(
-            day_from=window.start,
-            day_to=window.end,
-            within={"chatbot_id": [c for c, _ in chatbots]},
-        )
-        counts = tx.replace(table, rows, slice=scope)
-        t.report.rows[table] = tx.count(table, scope)
-        t.write_extras(tx, table, str(window))
-        report = t.finish()
-        tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
-    report.add_counts(table, counts)
+    report = _write(wh, run_id, t, table, rows, scope=_window_scope(window, chatbots))
     report.details["chatbots"] = len(chatbots)
     return report
 
@@ -821,17 +825,7 @@ def sync_message_stats(
                 "_payload": record,
                 "_slice": stat_date.isoformat(),
             }
-    with wh.transaction(run_id=run_id) as tx:
-        scope = Slice(
-            day_from=window.start,
-            day_to=window.end,
-            within={"chatbot_id": [c for c, _ in chatbots]},
-        )
-        counts = tx.replace(table, list(rows.values()), slice=scope)
-        t.report.rows[table] = tx.count(table, scope)
-        t.write_extras(tx, table, str(window))
-        report = t.finish()
-        tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
-    report.add_counts(table, counts)
+    scope = _window_scope(window, chatbots)
+    report = _write(wh, run_id, t, table, list(rows.values()), scope=scope)
     report.details["chatbots"] = len(chatbots)
     return report
