@@ -18,6 +18,7 @@ Incremental rules (design.md section 4):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -158,6 +159,7 @@ class _Tracker:
         self._added: dict[str, dict[str, Any]] = {}
         self._missing: dict[str, Counter[str]] = {}
         self._seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def ts(self, value: Any) -> datetime | None:
         """Parses a timestamp; counts values that are present but unparseable."""
@@ -165,22 +167,25 @@ class _Tracker:
             return None
         parsed = parse_timestamp(value, naive_tz=self.naive_tz)
         if parsed is None:
-            self.report.unparseable_timestamps += 1
+            with self._lock:
+                self.report.unparseable_timestamps += 1
         return parsed
 
     def observe(self, table: str, record: Mapping[str, Any]) -> None:
         added, missing = find_drift(ENDPOINTS[TABLE_ENDPOINT[table]], dict(record))
-        self._seen[table] += 1
-        if added:
-            bucket = self._added.setdefault(table, {})
-            for name in added:
-                bucket.setdefault(name, record.get(name))
-        if missing:
-            self._missing.setdefault(table, Counter()).update(missing)
+        with self._lock:  # list scans observe from several threads at once
+            self._seen[table] += 1
+            if added:
+                bucket = self._added.setdefault(table, {})
+                for name in added:
+                    bucket.setdefault(name, record.get(name))
+            if missing:
+                self._missing.setdefault(table, Counter()).update(missing)
 
     def reject(self, table: str, reason: str, record: Mapping[str, Any]) -> None:
-        self.quarantine.setdefault(table, []).append((reason, dict(record)))
-        self.report.quarantined += 1
+        with self._lock:
+            self.quarantine.setdefault(table, []).append((reason, dict(record)))
+            self.report.quarantined += 1
         log.warning("quarantined a %s record: %s", table, reason)
 
     def drift(self, table: str) -> tuple[dict[str, Any], set[str]]:
