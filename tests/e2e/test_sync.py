@@ -319,3 +319,39 @@ def test_sync_is_exact_under_api_variants(
     assert outcome.raw_rows["robofy__inbox_sessions"]["in_slice"] == len(
         pipeline.sim.dataset.sessions
     )
+
+
+def test_vanished_chatbot_is_marked_deleted_and_its_history_kept(pipeline: Pipeline) -> None:
+    assert pipeline.sync().success
+    gone = pipeline.sim.dataset.chatbots[0].chatbot_id
+    (sessions_before,) = pipeline.query(
+        "select count(*) from marts.sessions where chatbot_id = ?", [gone]
+    )[0]
+    assert sessions_before > 0
+    pipeline.sim.delete_chatbot(gone)
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    assert outcome.raw_rows["robofy__chatbots"]["deleted"] == 1
+    deleted = dict(pipeline.query("select chatbot_id, is_deleted from marts.chatbots"))
+    assert deleted[gone] is True
+    assert not any(v for k, v in deleted.items() if k != gone)
+    (sessions_after,) = pipeline.query(
+        "select count(*) from marts.sessions where chatbot_id = ?", [gone]
+    )[0]
+    assert sessions_after == sessions_before
+
+
+def test_status_and_probe_commands(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    from robofy_etl.cli import main
+
+    assert main(["status"]) == 2  # nothing synced yet: a clear error, not a traceback
+    assert "run `robofy-etl sync` first" in capsys.readouterr().err
+    assert pipeline.sync().success
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "robofy__inbox_sessions" in out
+    assert "quarantined records: none" in out
+    assert main(["probe"]) == 0
+    out = capsys.readouterr().out
+    assert "data.sessions" in out
+    assert pipeline.sim.api_key not in out
