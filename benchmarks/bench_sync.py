@@ -82,6 +82,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--lookback-days", type=int, default=2)
+    parser.add_argument(
+        "--dagster-home",
+        action="store_true",
+        help="record the runs in a (fresh) sqlite Dagster instance, as with DAGSTER_HOME set; "
+        "default: an ephemeral in-memory instance, as a plain `robofy-etl sync` without it",
+    )
     args = parser.parse_args()
 
     # The clock starts a day ago, so that after it moves one day it is now again.
@@ -102,8 +108,10 @@ def main() -> None:
                 "ROBOFY_BASE_URL": base_url,
                 "ROBOFY_DUCKDB_PATH": str(Path(tmp) / "robofy.duckdb"),
                 "ROBOFY_MAX_IN_FLIGHT": str(args.in_flight),
-                "DAGSTER_HOME": str(home),
             }
+            env.pop("DAGSTER_HOME", None)
+            if args.dagster_home:
+                env["DAGSTER_HOME"] = str(home)
             last = end.date()
             first = last - timedelta(days=int(summary.get("days", 30)))
             full = _run_sync(env, first.isoformat(), last.isoformat())
@@ -121,7 +129,8 @@ def main() -> None:
         sim.join(timeout=30)
 
     bound = full["server_requests"] * args.latency_ms / 1000 / args.in_flight
-    print(f"\n{args.scale} dataset: {summary}")
+    instance = "sqlite DAGSTER_HOME" if args.dagster_home else "ephemeral"
+    print(f"\n{args.scale} dataset: {summary}; Dagster instance: {instance}")
     print(
         f"latency {args.latency_ms:g} ms, {args.in_flight} in flight; "
         f"latency bound of the full sync: {bound:.1f} s\n"
