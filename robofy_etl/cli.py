@@ -320,7 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"""
 Next:
-  duckdb {reader}            # query the marts (a read-only copy; loads never block it)
+  duckdb -readonly {reader}   # query the marts (a read-only copy; loads never block it)
   make dev                   # the Dagster UI on this data, http://127.0.0.1:3000
   robofy-etl sync --start {first} --end {today}   # with ROBOFY_API_KEY set, for your account
 See docs/queries.md for ten more analyst questions and docs/tables.md for every column."""

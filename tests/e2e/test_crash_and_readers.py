@@ -125,3 +125,28 @@ def test_published_copy_serves_readers_during_syncs(pipeline: Pipeline, tmp_path
     assert all(r["consistent"] for r in results)
     # The reader saw the data change underneath it (new sessions after the clock moved).
     assert len({r["sessions"] for r in results}) >= 2
+
+
+def test_dagster_cli_materializes_with_the_same_environment(pipeline: Pipeline) -> None:
+    """`dagster asset materialize` loads robofy_etl.definitions from the environment alone."""
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run(
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "robofy_etl.definitions",
+            "--select",
+            "raw/robofy__projects,raw/robofy__chatbots",
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RUN_SUCCESS" in result.stderr + result.stdout
+    (chatbots,) = pipeline.query("select count(*) from raw.robofy__chatbots")[0]
+    assert chatbots == len(pipeline.sim.dataset.chatbots)
