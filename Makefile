@@ -24,12 +24,13 @@ install: $(STAMP) ## create .venv and install robofy-etl with pinned dependencie
 demo: $(STAMP) ## run the whole pipeline on the built-in simulator (last 14 days) into data/robofy.duckdb
 	$(BIN)/robofy-etl demo
 
-test: $(STAMP) ## run the test suite (simulator over loopback, real DuckDB files, real Dagster runs)
+test: lint ## lint and type-check, then run the test suite (simulator over loopback HTTP, real DuckDB files, real Dagster runs)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check robofy_etl tests benchmarks scripts
 	$(BIN)/ruff format --check robofy_etl tests benchmarks scripts
+	$(BIN)/mypy
 
 dev: $(STAMP) ## the Dagster UI on the demo data, against the simulator (http://127.0.0.1:3000)
 	$(BIN)/robofy-etl dev --simulator

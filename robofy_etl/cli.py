@@ -178,17 +178,17 @@ def run_sync(
             if materialization.asset_key.path[0] == "raw":
                 name = materialization.asset_key.path[1]
                 outcome.raw_rows[name] = {
-                    k: int(meta.get(f"rows_{k}", 0) or 0)
+                    k: _as_int(meta.get(f"rows_{k}"))
                     for k in ("inserted", "updated", "deleted", "in_slice")
                 }
                 if name != "robofy__chat_messages":  # conversations report once for both tables
                     for k in ("requests", "retries", "rate_limited", "pages"):
-                        outcome.api[k] = outcome.api.get(k, 0) + int(meta.get(f"api_{k}", 0) or 0)
+                        outcome.api[k] = outcome.api.get(k, 0) + _as_int(meta.get(f"api_{k}"))
             elif "published_copy" in meta:
                 outcome.published = str(meta["published_copy"])
         for event in result.all_events:
-            if event.event_type_value == "ASSET_CHECK_EVALUATION":
-                evaluation = event.event_specific_data
+            evaluation = event.event_specific_data
+            if isinstance(evaluation, dg.AssetCheckEvaluation):
                 outcome.checks[evaluation.check_name] = (
                     evaluation.passed,
                     evaluation.severity.value,
@@ -196,6 +196,10 @@ def run_sync(
         if not result.success:
             outcome.errors = _failure_messages(result)
     return outcome
+
+
+def _as_int(value: object) -> int:
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def _failure_messages(result: Any) -> list[str]:
@@ -222,7 +226,11 @@ def _mart_counts(db_path: str) -> list[tuple[str, int]]:
                 "select table_name from duckdb_tables() where schema_name = 'marts' order by 1"
             ).fetchall()
         ]
-        return [(n, conn.execute(f'select count(*) from marts."{n}"').fetchone()[0]) for n in names]
+        counts = []
+        for name in names:
+            row = conn.execute(f'select count(*) from marts."{name}"').fetchone()
+            counts.append((name, int(row[0]) if row else 0))
+        return counts
 
 
 def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) -> None:
@@ -361,6 +369,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             auth_header=settings.auth_header,
             timeout_s=settings.timeout_s,
             max_in_flight=2,
+            http_transport=settings.http_transport,
             naive_timezone=settings.naive_timezone,
             stats_params=settings.stats_params,
         )

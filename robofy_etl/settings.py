@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_BASE_URL = "https://agents.robofy.ai"
@@ -110,7 +110,7 @@ def _stats_params(name: str, raw: str) -> tuple[str, str, str, str]:
             f"{name} must be four comma-separated query parameter names "
             f"(project, chatbot, start date, end date), got {raw!r}"
         )
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2], parts[3]
 
 
 def _path(name: str, raw: str) -> str:
@@ -142,7 +142,7 @@ class Settings:
     start_date: date = _setting(
         "ROBOFY_START_DATE", "2026-01-01", _iso_date, "First daily partition (UTC day)."
     )
-    auth_header: str = _setting(
+    auth_header: Literal["bearer", "api-key"] = _setting(
         "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "'bearer' or 'api-key' header style."
     )
     max_in_flight: int = _setting(
@@ -151,7 +151,7 @@ class Settings:
     max_rps: float | None = _setting(
         "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
     )
-    http_transport: str = _setting(
+    http_transport: Literal["stdlib", "httpx"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
         "stdlib",
         lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),

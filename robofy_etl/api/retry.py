@@ -137,7 +137,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return min(retry_after, policy.max_retry_after)
-    delay = min(policy.initial_delay * 2 ** (attempt - 1), policy.max_delay)
+    delay: float = min(policy.initial_delay * 2.0 ** (attempt - 1), policy.max_delay)
     if policy.jitter:
         delay *= 1.0 + policy.jitter * (2.0 * rng.random() - 1.0)
     return delay

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import dagster as dg
 import duckdb
@@ -39,6 +40,22 @@ class _Check:
         self.warn = warn
 
 
+def _raw_unique(conn: duckdb.DuckDBPyConnection, *, table: str) -> quality.CheckOutcome:
+    return quality.raw_unique_key(conn, table)
+
+
+def _orphans(conn: duckdb.DuckDBPyConnection, *, ref: quality.Reference) -> quality.CheckOutcome:
+    return quality.orphans(conn, ref)
+
+
+def _fresh(conn: duckdb.DuckDBPyConnection, *, table: str) -> quality.CheckOutcome:
+    return quality.latest_load(conn, table, FRESHNESS, datetime.now(UTC).replace(tzinfo=None))
+
+
+def _grain(conn: duckdb.DuckDBPyConnection, *, model: Model) -> quality.CheckOutcome:
+    return quality.unique_key(conn, model.name, model.key_columns)
+
+
 def _raw_checks() -> list[_Check]:
     checks: list[_Check] = []
     for table, spec in RAW_TABLES.items():
@@ -49,7 +66,7 @@ def _raw_checks() -> list[_Check]:
                     asset=raw_key(table),
                     description=f"raw.{table} has one row per ({', '.join(spec.key)}).",
                 ),
-                lambda conn, table=table: quality.raw_unique_key(conn, table),
+                partial(_raw_unique, table=table),
             )
         )
     for ref in quality.REFERENCES:
@@ -61,7 +78,7 @@ def _raw_checks() -> list[_Check]:
                     additional_deps=[raw_key(ref.parent)],
                     description=f"Every raw.{ref.child} row has its raw.{ref.parent} row.",
                 ),
-                lambda conn, ref=ref: quality.orphans(conn, ref),
+                partial(_orphans, ref=ref),
             )
         )
     for table in FRESH_STREAMS:
@@ -72,9 +89,7 @@ def _raw_checks() -> list[_Check]:
                     asset=raw_key(table),
                     description=f"raw.{table} was loaded in the last {FRESHNESS}.",
                 ),
-                lambda conn, table=table: quality.latest_load(
-                    conn, table, FRESHNESS, datetime.now(UTC).replace(tzinfo=None)
-                ),
+                partial(_fresh, table=table),
                 warn=True,
             )
         )
@@ -93,7 +108,7 @@ def _mart_checks(models: Sequence[Model]) -> list[_Check]:
                     asset=model_key(model),
                     description=f"{model.name}: {model.grain}, keys not null.",
                 ),
-                lambda conn, m=model: quality.unique_key(conn, m.name, m.key_columns),
+                partial(_grain, model=model),
             )
         )
     if any(m.name == "marts.chatbot_daily_activity" for m in models):

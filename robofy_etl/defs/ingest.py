@@ -4,6 +4,7 @@
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -23,7 +24,7 @@ def raw_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
 
 
-def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult:
+def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult[Any]:
     metadata = report.metadata(table)
     counts = report.counts.get(table)
     rows = 0 if counts is None else counts.inserted + counts.updated + counts.unchanged
@@ -61,7 +62,7 @@ def _snapshot_asset(
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[Any]:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = sync(api, wh, context.run.run_id, naive_tz=robofy.naive_timezone)
@@ -90,7 +91,7 @@ def _windowed_asset(
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[Any]:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = sync(
@@ -165,7 +166,7 @@ def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDe
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult[Any]]:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = streams.sync_conversations(

@@ -4,6 +4,7 @@
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -51,7 +52,7 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
     @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=POOL)
     def _build(
         context: AssetExecutionContext, warehouse: WarehouseResource
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult[Any]]:
         selected = [by_key[key] for key in context.selected_asset_keys]
         wh = warehouse.get_warehouse()
         with wh.transaction(run_id=context.run.run_id) as tx:
@@ -60,7 +61,7 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
         log.info("built %d SQL models; published %s", len(results), published)
         for result in results:
             schema, name = result.name.split(".", 1)
-            metadata: dict[str, object] = {
+            metadata: dict[str, Any] = {
                 "materialization": result.materialization,
                 "duration_s": round(result.seconds, 3),
                 "published_copy": str(published),

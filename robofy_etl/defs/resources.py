@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import dagster as dg
 
@@ -12,15 +13,15 @@ from robofy_etl.settings import API_KEY_ENV, DEFAULT_BASE_URL
 from robofy_etl.warehouse import Warehouse
 
 
-class RobofyResource(dg.ConfigurableResource):
+class RobofyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Robofy API: hands out a configured, read-only ``RobofyClient``."""
 
     api_key: str
     base_url: str = DEFAULT_BASE_URL
-    auth_header: str = "bearer"
+    auth_header: Literal["bearer", "api-key"] = "bearer"
     max_in_flight: int = 16
     max_rps: float | None = None
-    http_transport: str = "stdlib"
+    http_transport: Literal["stdlib", "httpx"] = "stdlib"
     timeout_s: float = 30.0
     max_attempts: int = 5
     retry_delay_s: float = 0.5
@@ -37,7 +38,7 @@ class RobofyResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_in_flight=self.max_in_flight,
             max_requests_per_second=self.max_rps,
-            http_transport=self.http_transport,  # type: ignore[arg-type]
+            http_transport=self.http_transport,
             retry=RetryPolicy(max_attempts=self.max_attempts, initial_delay=self.retry_delay_s),
             naive_timezone=self.naive_timezone,
             stats_params=tuple(self.stats_params),  # type: ignore[arg-type]
@@ -49,7 +50,7 @@ class RobofyResource(dg.ConfigurableResource):
             yield api
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The DuckDB warehouse file, and the read-only copy published for dashboards."""
 
     path: str = "data/robofy.duckdb"

@@ -205,7 +205,7 @@ class Simulator:
         self._lock = threading.Lock()  # guards clock/state changes and the log
         self._world = new_world(cfg.scale, cfg.seed, cfg.end, cfg.days)
         self._stats_lag = timedelta(hours=cfg.stats_lag_hours)
-        self._now = self._world.start + timedelta(days=cfg.days or SCALES[cfg.scale].days)
+        self._now: datetime = self._world.start + timedelta(days=cfg.days or SCALES[cfg.scale].days)
         self._latency_s = cfg.latency_ms / 1000.0
         self._variants = cfg.variants
         self._faults = cfg.faults
@@ -257,7 +257,7 @@ class Simulator:
         if self._server is None:
             raise RuntimeError("the simulator is not running")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def now(self) -> datetime:

@@ -302,9 +302,11 @@ class _Predicate:
             view = f"{tag}_within_{i}"
             typ = pa.string() if column == "_slice" else _arrow_type(table, column)
             self.views[view] = pa.table({"v": _to_array(list(values), typ, table, column)})
-            self._conditions.append(
-                lambda a, c=column, v=view: f"{a}.{_q(c)} in (select v from {v})"
-            )
+
+            def within_condition(a: str, c: str = column, v: str = view) -> str:
+                return f"{a}.{_q(c)} in (select v from {v})"
+
+            self._conditions.append(within_condition)
         if slc.keys is not None:
             columns, tuples = slc.keys
             if not columns:
