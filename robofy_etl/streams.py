@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Changed sessions whose transcripts are held in memory before they are written. Bounds memory
 # on long backfills; each chunk is one transaction that covers whole days.
 TRANSCRIPT_CHUNK = 1500
+# How often a long transcript fan-out logs its progress.
+PROGRESS_EVERY_S = 5.0
 # The stats endpoint is asked for at most this many days per request.
 STATS_MAX_DAYS = 31
 # Contract fields documented as optional; their absence is not drift. Every other contract
@@ -689,7 +691,23 @@ def sync_conversations(
         try:
             flush()
             tasks = [task for days in chunks for d in days for task in changed_by_day.get(d, [])]
-            for task, records in api.fan_out(tasks, fetch):
+            log.info(
+                "%d sessions listed in %s; fetching %d new or changed transcripts",
+                len(listed),
+                window,
+                len(tasks),
+            )
+            next_report = time.monotonic() + PROGRESS_EVERY_S
+            for done, (task, records) in enumerate(api.fan_out(tasks, fetch), start=1):
+                if time.monotonic() >= next_report:
+                    next_report += PROGRESS_EVERY_S
+                    log.info(
+                        "transcripts: %d of %d (%.0f%%), %d requests so far",
+                        done,
+                        len(tasks),
+                        100.0 * done / len(tasks),
+                        t.api_delta()["requests"],
+                    )
                 chatbot_id, session_id, project_id, day = task
                 n = chunk_of_day[day]
                 waiting[n] -= 1
