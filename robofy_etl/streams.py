@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Changed sessions whose transcripts are held in memory before they are written. Bounds memory
 # on long backfills; each chunk is one transaction that covers whole days.
 TRANSCRIPT_CHUNK = 1500
+# Scans of one list when it keeps moving under its paging (see _scan_all).
+SCAN_ATTEMPTS = 3
 # How often a long transcript fan-out logs its progress.
 PROGRESS_EVERY_S = 5.0
 # The stats endpoint is asked for at most this many days per request.
@@ -388,9 +390,17 @@ class _Scan:
     chatbot_id: str
     project_id: int
     records: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
+    # Records that started before the window but were active in or after it (conversations
+    # that continue): their transcripts live in older partitions and must still be refreshed.
+    continued: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
     pages: int = 0
     ordered: bool = True
     stopped_early: bool = False
+    # The same key twice in one scan: the list moved under the paging (an offset-like token
+    # while newer activity pushed items down). Items can then also have been skipped.
+    unstable: bool = False
+    gone: bool = False  # the chatbot answered 404: deleted since the snapshot
+    attempts: int = 1
 
 
 def _scan(
@@ -400,6 +410,7 @@ def _scan(
     endpoint: str,
     order_field: str,
     slice_field: str,
+    key_field: str,
     window: Window,
     chatbot_id: str,
     project_id: int,
@@ -417,36 +428,95 @@ def _scan(
     if endpoint == "leads":
         params["project_id"] = project_id
     previous: datetime | None = None
-    for page in api.paginate(endpoint, **params):
-        scan.pages += 1
-        for record in page.items:
-            t.observe(table, record)
-            order_value = t.ts(record.get(order_field))
-            if order_value is None or (previous is not None and order_value > previous):
-                if scan.ordered:
-                    log.info(
-                        "%s of chatbot %s are not newest-first (page %d): scanning all pages",
-                        endpoint,
-                        chatbot_id,
-                        scan.pages,
-                    )
-                scan.ordered = False
-            if order_value is not None:
-                previous = order_value if previous is None else min(previous, order_value)
-            slice_value = t.ts(record.get(slice_field))
-            if slice_value is None:
-                if record.get(slice_field) in (None, ""):
-                    reason = f"missing '{slice_field}', so its day is unknown"
-                else:
-                    reason = f"unparseable '{slice_field}': {record.get(slice_field)!r}"
-                t.reject(table, reason, {**record, "chatbot_id": chatbot_id})
-                continue
-            if window.contains(slice_value):
-                scan.records.append((slice_value, record))
-        if scan.ordered and not full_scan and previous is not None and previous < window.start_dt:
-            scan.stopped_early = True
-            break
+    seen: set[object] = set()
+    try:
+        for page in api.paginate(endpoint, **params):
+            scan.pages += 1
+            for record in page.items:
+                t.observe(table, record)
+                key = record.get(key_field)
+                if key is not None:
+                    if key in seen:
+                        scan.unstable = True
+                    seen.add(key)
+                order_value = t.ts(record.get(order_field))
+                if order_value is None or (previous is not None and order_value > previous):
+                    if scan.ordered:
+                        log.info(
+                            "%s of chatbot %s are not newest-first (page %d): scanning all pages",
+                            endpoint,
+                            chatbot_id,
+                            scan.pages,
+                        )
+                    scan.ordered = False
+                if order_value is not None:
+                    previous = order_value if previous is None else min(previous, order_value)
+                slice_value = t.ts(record.get(slice_field))
+                if slice_value is None:
+                    if record.get(slice_field) in (None, ""):
+                        reason = f"missing '{slice_field}', so its day is unknown"
+                    else:
+                        reason = f"unparseable '{slice_field}': {record.get(slice_field)!r}"
+                    t.reject(table, reason, {**record, "chatbot_id": chatbot_id})
+                    continue
+                if window.contains(slice_value):
+                    scan.records.append((slice_value, record))
+                elif (
+                    slice_value < window.start_dt
+                    and order_value is not None
+                    and order_value >= window.start_dt
+                ):
+                    scan.continued.append((slice_value, record))
+            if (
+                scan.ordered
+                and not full_scan
+                and previous is not None
+                and previous < window.start_dt
+            ):
+                scan.stopped_early = True
+                break
+    except RobofyNotFoundError:
+        log.warning("chatbot %s is gone (404 on %s): its stored data is kept", chatbot_id, endpoint)
+        scan.gone = True
+        scan.records.clear()
+        scan.continued.clear()
     return scan
+
+
+_EARLIEST = datetime(1, 1, 1)
+
+
+def _moment(value: Any) -> datetime:
+    parsed = parse_timestamp(value) if value else None
+    return parsed or _EARLIEST
+
+
+def _merge(first: _Scan, second: _Scan, key_field: str, order_field: str) -> _Scan:
+    """The union of two scans of one list, keeping each key's most recent record."""
+
+    def by_key(
+        items: list[tuple[datetime, dict[str, Any]]],
+        into: dict[object, tuple[datetime, dict[str, Any]]],
+    ) -> None:
+        for started, record in items:
+            key = record.get(key_field)
+            old = into.get(key)
+            if old is None or str(record.get(order_field) or "") > str(
+                old[1].get(order_field) or ""
+            ):
+                into[key] = (started, record)
+
+    records: dict[object, tuple[datetime, dict[str, Any]]] = {}
+    continued: dict[object, tuple[datetime, dict[str, Any]]] = {}
+    for scan in (first, second):
+        by_key(scan.records, records)
+        by_key(scan.continued, continued)
+    second.records = list(records.values())
+    second.continued = list(continued.values())
+    second.pages += first.pages
+    second.attempts = first.attempts + 1
+    second.ordered = first.ordered and second.ordered
+    return second
 
 
 def _scan_all(
@@ -456,31 +526,59 @@ def _scan_all(
     endpoint: str,
     order_field: str,
     slice_field: str,
+    key_field: str,
     window: Window,
     chatbots: Sequence[tuple[str, int]],
     *,
     full_scan: bool,
 ) -> list[_Scan]:
+    """Scans every chatbot's list at once; a list that moved under its paging is scanned again.
+
+    A key seen twice in one scan means the list shifted while it was paged, so items may also
+    have been skipped. Such a list is scanned again (up to ``SCAN_ATTEMPTS`` times) and the
+    scans are merged: an item that moved ahead during one scan sits near the front in the next.
+    """
+
     def one(chatbot: tuple[str, int]) -> _Scan:
-        return _scan(
+        scan = _scan(
             api,
             t,
             table,
             endpoint,
             order_field,
             slice_field,
+            key_field,
             window,
             *chatbot,
             full_scan=full_scan,
         )
+        while scan.unstable and scan.attempts < SCAN_ATTEMPTS:
+            log.info("%s of chatbot %s moved during the scan: scanning again", endpoint, chatbot[0])
+            again = _scan(
+                api,
+                t,
+                table,
+                endpoint,
+                order_field,
+                slice_field,
+                key_field,
+                window,
+                *chatbot,
+                full_scan=full_scan,
+            )
+            unstable = again.unstable
+            scan = _merge(scan, again, key_field, order_field)
+            scan.unstable = unstable
+        return scan
 
     scans = [scan for _, scan in api.fan_out(chatbots, one)]
     scans.sort(key=lambda s: s.chatbot_id)
-    t.report.details["list_pages"] = t.report.details.get("list_pages", 0) + sum(
-        s.pages for s in scans
-    )
-    t.report.details["list_scans_stopped_early"] = sum(s.stopped_early for s in scans)
-    t.report.details["list_scans_unordered"] = sum(not s.ordered for s in scans)
+    details = t.report.details
+    details["list_pages"] = details.get("list_pages", 0) + sum(s.pages for s in scans)
+    details["list_scans_stopped_early"] = sum(s.stopped_early for s in scans)
+    details["list_scans_unordered"] = sum(not s.ordered for s in scans)
+    details["list_scans_repeated"] = sum(s.attempts > 1 for s in scans)
+    details["chatbots_gone"] = sum(s.gone for s in scans)
     return scans
 
 
@@ -565,10 +663,15 @@ def sync_conversations(
         "sessions",
         "last_message_time",
         "created_on",
+        "session_id",
         window,
         chatbots,
         full_scan=full_scan,
     )
+    # A chatbot deleted since the snapshot (404) keeps its stored data untouched this run.
+    chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
+    chatbot_ids = [c for c, _ in chatbots]
+    stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
 
     # Session rows, by start day; transcripts needed for new or changed sessions.
     by_day: dict[str, list[dict[str, Any]]] = {}
@@ -619,6 +722,7 @@ def sync_conversations(
         except RobofyNotFoundError:
             return None
 
+    refreshed = _refresh_continued(api, wh, run_id, t, scans, fetch)
     chunks = list(_chunks_of_days(window, changed_by_day, chunk_sessions))
     chunk_of_day = {day: n for n, days in enumerate(chunks) for day in days}
     waiting = [sum(len(changed_by_day.get(d, ())) for d in days) for days in chunks]
@@ -734,9 +838,75 @@ def sync_conversations(
             "transcripts_fetched": transcripts,
             "transcripts_missing": missing,
             "sessions_vanished": sum(len(v) for v in vanished_by_day.values()),
+            "continued_sessions_refreshed": refreshed,
         }
     )
     return report
+
+
+def _refresh_continued(
+    api: RobofyClient,
+    wh: Warehouse,
+    run_id: str,
+    t: _Tracker,
+    scans: Sequence[_Scan],
+    fetch: Callable[[tuple[str, str, int, str]], list[dict[str, Any]] | None],
+) -> int:
+    """Refreshes sessions that started before the window and changed since they were stored.
+
+    A conversation that continues on later days stays in its start day's partition, so a run
+    for recent days must still update it there: its session row and transcript are replaced by
+    key, in one transaction. Only sessions already stored are touched (a day never synced is
+    not created piecemeal). Returns how many sessions were refreshed.
+    """
+    sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
+    candidates: dict[tuple[str, str], tuple[int, datetime, dict[str, Any]]] = {}
+    for scan in scans:
+        for started_at, record in scan.continued:
+            session_id = _str(record.get("session_id"))
+            if session_id is not None:
+                candidates[(scan.chatbot_id, session_id)] = (scan.project_id, started_at, record)
+    if not candidates:
+        return 0
+    first = min(started for _, started, _ in candidates.values()).date()
+    last = max(started for _, started, _ in candidates.values()).date() + timedelta(days=1)
+    stored = wh.session_watermarks(sorted({c for c, _ in candidates}), first, last)
+    tasks = []
+    for key, (project_id, started_at, record) in candidates.items():
+        raw_lmt = record.get("last_message_time")
+        if key in stored and stored[key][0] != (None if raw_lmt is None else str(raw_lmt)):
+            tasks.append((key[0], key[1], project_id, _day(started_at)))
+    session_rows, message_rows, keys = [], [], []
+    for task, records in api.fan_out(tasks, fetch):
+        chatbot_id, session_id, project_id, day = task
+        if records is None:
+            continue  # gone since it was listed: leave it for the next run
+        project_id, started_at, record = candidates[(chatbot_id, session_id)]
+        keys.append((chatbot_id, session_id))
+        session_rows.append(
+            {
+                "chatbot_id": chatbot_id,
+                "session_id": session_id,
+                "project_id": project_id,
+                "started_at": started_at,
+                "last_message_at": t.ts(record.get("last_message_time")),
+                "_payload": record,
+                "_slice": day,
+            }
+        )
+        message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
+    if not keys:
+        return 0
+    by_key = Slice(keys=(("chatbot_id", "session_id"), keys))
+    with wh.transaction(run_id=run_id) as tx:
+        s_counts = tx.replace(sessions_table, session_rows, slice=by_key)
+        m_counts = tx.replace(messages_table, message_rows, slice=by_key)
+        tx.audit(sessions_table, slice=f"{len(keys)} continued sessions", counts=s_counts)
+        tx.audit(messages_table, slice=f"{len(keys)} continued sessions", counts=m_counts)
+    t.report.add_counts(sessions_table, s_counts)
+    t.report.add_counts(messages_table, m_counts)
+    log.info("refreshed %d conversations that started before %s", len(keys), t.report.window)
+    return len(keys)
 
 
 def _chunks_of_days(
@@ -777,16 +947,26 @@ def sync_leads(
     table = "robofy__leads"
     chatbots = active_chatbots(wh)
     scans = _scan_all(
-        api, t, table, "leads", "created_at", "created_at", window, chatbots, full_scan=full_scan
+        api,
+        t,
+        table,
+        "leads",
+        "created_at",
+        "created_at",
+        "id",
+        window,
+        chatbots,
+        full_scan=full_scan,
     )
-    rows: list[dict[str, Any]] = []
+    chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
+    rows: dict[str, dict[str, Any]] = {}
     for scan in scans:
         for created_at, record in scan.records:
             lead_id = _str(record.get("id", record.get("lead_id")))
             if lead_id is None:
                 t.reject(table, "missing lead id ('id')", {**record, "chatbot_id": scan.chatbot_id})
                 continue
-            rows.append(
+            rows[lead_id] = (  # a lead listed twice (the list moved while paged) counts once
                 {
                     "lead_id": lead_id,
                     "project_id": scan.project_id,
@@ -797,7 +977,9 @@ def sync_leads(
                     "_slice": _day(created_at),
                 }
             )
-    report = _write(wh, run_id, t, table, rows, scope=_window_scope(window, chatbots))
+    report = _write(
+        wh, run_id, t, table, list(rows.values()), scope=_window_scope(window, chatbots)
+    )
     report.details["chatbots"] = len(chatbots)
     return report
 

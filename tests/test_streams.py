@@ -173,3 +173,82 @@ def test_vanished_session_and_its_messages_are_removed(fake: FakeRobofy, wh: War
         messages = conn.execute("select session_id from raw.robofy__chat_messages").fetchall()
     assert sessions == [("s2",)]
     assert messages == [("s2",)]
+
+
+def test_list_that_moves_while_paged_is_scanned_again_and_loses_nothing(
+    fake: FakeRobofy, wh: Warehouse
+) -> None:
+    def session(sid: str, last: str) -> dict[str, str]:
+        return _session(sid, "2026-10-10 08:00:00", last)
+
+    s1, s2, s3 = (session(f"s{n}", f"2026-10-11 1{3 - n}:00:00") for n in (1, 2, 3))
+    s4 = session("s4", "2026-10-11 09:00:00")
+    for sid in ("s1", "s2", "s3", "s4"):
+        _transcript(fake, sid, [_message(f"{sid}-m1", "2026-10-10 08:00:00")])
+    fake.add_pages(SESSIONS, "sessions", [[s1, s2], [s3, s4]])
+    with _client(fake) as api:
+        _load_dimensions(api, wh)
+        streams.sync_conversations(api, wh, "run-1", WINDOW)
+
+        # During the next scan s4 gets a message after page 1 was read: with offset paging,
+        # page 2 repeats s2 and s4 (now first) is never seen. The next scan sees it first.
+        s4_active = session("s4", "2026-10-11 14:00:00")
+        _transcript(
+            fake,
+            "s4",
+            [_message("s4-m1", "2026-10-10 08:00:00"), _message("s4-m2", "2026-10-11 14:00:00")],
+        )
+        fake.add_pages(SESSIONS, "sessions", [[s1, s2], [s2, s3]])
+        calls = {"n": 0}
+        handler = fake.__call__
+
+        def moving(request: httpx.Request) -> httpx.Response:
+            if request.url.path == SESSIONS:
+                calls["n"] += 1
+                if calls["n"] == 3:  # the second scan starts: the list has settled
+                    fake.add_pages(SESSIONS, "sessions", [[s4_active, s1], [s2, s3]])
+            return handler(request)
+
+        moving_api = RobofyClient(api.config, transport=httpx.MockTransport(moving))
+        with moving_api:
+            report = streams.sync_conversations(moving_api, wh, "run-2", WINDOW)
+    assert report.details["list_scans_repeated"] == 1
+    assert report.details["sessions_vanished"] == 0
+    with wh.connect() as conn:
+        messages = conn.execute(
+            "select session_id, count(*) from raw.robofy__chat_messages group by 1 order by 1"
+        ).fetchall()
+    assert messages == [("s1", 1), ("s2", 1), ("s3", 1), ("s4", 2)]
+
+
+def test_conversation_continuing_after_its_start_day_is_refreshed_in_its_partition(
+    fake: FakeRobofy, wh: Warehouse
+) -> None:
+    early = _session("s0", "2026-10-08 09:00:00", "2026-10-08 10:00:00")
+    _transcript(fake, "s0", [_message("s0-m1", "2026-10-08 09:00:00")])
+    fake.add_pages(SESSIONS, "sessions", [[early]])
+    with _client(fake) as api:
+        _load_dimensions(api, wh)
+        streams.sync_conversations(
+            api, wh, "run-1", streams.Window(date(2026, 10, 8), date(2026, 10, 9))
+        )
+
+        # Two days later the visitor comes back; the run covers only the recent days.
+        back = _session("s0", "2026-10-08 09:00:00", "2026-10-10 11:00:00")
+        _transcript(
+            fake,
+            "s0",
+            [_message("s0-m1", "2026-10-08 09:00:00"), _message("s0-m2", "2026-10-10 11:00:00")],
+        )
+        fake.add_pages(SESSIONS, "sessions", [[back]])
+        report = streams.sync_conversations(api, wh, "run-2", WINDOW)
+    assert report.details["continued_sessions_refreshed"] == 1
+    with wh.connect() as conn:
+        rows = conn.execute(
+            "select _slice, last_message_at::varchar from raw.robofy__inbox_sessions"
+        ).fetchall()
+        messages = conn.execute(
+            "select message_id, _slice from raw.robofy__chat_messages order by 1"
+        ).fetchall()
+    assert rows == [("2026-10-08", "2026-10-10 11:00:00")]
+    assert messages == [("s0-m1", "2026-10-08"), ("s0-m2", "2026-10-08")]

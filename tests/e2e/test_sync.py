@@ -355,3 +355,26 @@ def test_status_and_probe_commands(pipeline: Pipeline, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "data.sessions" in out
     assert pipeline.sim.api_key not in out
+
+
+def test_recent_days_run_refreshes_conversations_that_started_earlier(pipeline: Pipeline) -> None:
+    """The hourly schedule syncs today and yesterday; older conversations still continue."""
+    assert pipeline.sync().success
+    sim = pipeline.sim
+    before = {(s.chatbot_id, s.session_id): s for s in sim.dataset.sessions}
+    sim.advance(hours=24)
+    new_last = LAST_DAY + timedelta(days=1)
+    continued = [
+        s
+        for s in sim.dataset.sessions
+        if (s.chatbot_id, s.session_id) in before
+        and s.created_on.date() < new_last - timedelta(days=1)
+        and s.last_message_time != before[(s.chatbot_id, s.session_id)].last_message_time
+    ]
+    assert continued, "the simulator's clock moved but no older conversation continued"
+    outcome = pipeline.sync(new_last - timedelta(days=1), new_last)
+    assert outcome.success, outcome.errors
+    # Every conversation's activity and transcript is current. (A status that flips to closed
+    # after the idle timeout, with no new message, waits for the daily run's lookback.)
+    without_status = {row[:4] + row[5:] for row in _expected_sessions(pipeline)}
+    assert {row[:4] + row[5:] for row in _mart_sessions(pipeline)} == without_status
