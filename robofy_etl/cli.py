@@ -163,7 +163,8 @@ def run_sync(
             instance=instance,
             tags=range_tags(first, last),
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            # Failures are summarized by us, without Dagster's stack traces on the console.
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
         outcome = SyncOutcome(
             success=result.success, seconds=time.monotonic() - started, run_id=result.run_id
@@ -202,16 +203,29 @@ def _as_int(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+# Errors of ours whose message says what to do next; Dagster wraps them in its own.
+_OWN_ERRORS = ("Robofy", "Warehouse", "Settings", "PaginationLoopError")
+
+
 def _failure_messages(result: Any) -> list[str]:
+    """One line per failed step: our own error's message where there is one, else the root."""
     messages: list[str] = []
     for event in result.all_events:
         if not event.is_step_failure:
             continue
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
-            error = error.cause  # the user-facing error is the innermost cause
-        if error is not None:
-            text = error.message.strip()
+        chosen = None
+        while error is not None:
+            if error.cls_name and error.cls_name.startswith(_OWN_ERRORS):
+                chosen = error  # the outermost of ours: it carries the advice
+                break
+            chosen = error
+            error = error.cause
+        if chosen is not None:
+            text = chosen.message.strip()
+            head, sep, rest = text.partition(": ")
+            if sep and head.endswith(chosen.cls_name):  # "package.module.Class: message"
+                text = rest
             messages.append(f"{event.step_key}: {text}")
     return messages or ["the run failed; see the Dagster run log"]
 

@@ -150,3 +150,36 @@ def test_dagster_cli_materializes_with_the_same_environment(pipeline: Pipeline) 
     assert "RUN_SUCCESS" in result.stderr + result.stdout
     (chatbots,) = pipeline.query("select count(*) from raw.robofy__chatbots")[0]
     assert chatbots == len(pipeline.sim.dataset.chatbots)
+
+
+def test_locked_warehouse_fails_with_advice_and_loses_nothing(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert pipeline.sync().success
+    before = pipeline.snapshot()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(pipeline.db_path)!r}); "
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("ROBOFY_LOCK_TIMEOUT_S", "1")
+        outcome = pipeline.sync()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert not outcome.success
+    text = "\n".join(outcome.errors)
+    assert f"PID {holder.pid}" in text
+    assert "ROBOFY_LOCK_TIMEOUT_S" in text
+    assert "WarehouseLockedError" not in text  # the advice, not a class path
+    assert pipeline.snapshot() == before
