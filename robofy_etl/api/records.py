@@ -2,12 +2,14 @@
 
 Values are kept exactly as received; only keys change. Staging SQL types the values.
 
-Secret rule: a key is dropped, at any depth, when its snake_case name matches
-`SECRET_KEY_PATTERN`: it is, or ends in `_` plus, one of `api_key`, `apikey`, `secret`,
-`client_secret`, `password`, `passwd`, `token`, `access_token`, `refresh_token`,
-`private_key`, `secret_key`, `access_key`, `credentials`. `next_page_token` is pagination and is
-kept. Names that merely contain those words (`tokens_used`, `token_count`, `password_set_at`,
-`secretary`) are kept: the rule is about the final word-part.
+Secret rule: a key is dropped, at any depth, when its snake_case name is named like a key,
+token, secret or password (`SECRET_KEY_PATTERN`): its final word-part is `secret(s)`,
+`password(s)`, `passwd`, `token`, `credential(s)`, `authorization` or `apikey`, or `key(s)` after
+another word-part (`llm_api_key`, `openai_key`, `license_key`, `api_keys`); or it contains
+`api_key`, `private_key`, `secret_key` or `client_secret` anywhere (`private_key_pem`).
+Kept: pagination and ordinary identifiers (`next_page_token`, `page_token`, `primary_key`,
+`sort_key`, ...), a bare `key`, and names that merely mention the words without ending in them
+(`tokens_used`, `token_count`, `password_set_at`, `secretary`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,21 @@ __all__ = [
 ]
 
 SECRET_KEY_PATTERN = re.compile(
-    r"(?:^|_)(?:api_?key|secret|client_secret|password|passwd|token|access_token|"
-    r"refresh_token|private_key|secret_key|access_key|credentials)$"
+    r"(?:^|_)(?:secrets?|passwords?|passwd|token|credentials?|authorization|apikey)$"
+    r"|_keys?$"
+    r"|(?:^|_)(?:api_key|private_key|secret_key|client_secret)(?:_|$)"
 )
-_NOT_SECRET = frozenset({"next_page_token"})
+_NOT_SECRET = frozenset(
+    {
+        "next_page_token",
+        "page_token",
+        "continuation_token",
+        "primary_key",
+        "foreign_key",
+        "sort_key",
+        "partition_key",
+    }
+)
 
 _CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")

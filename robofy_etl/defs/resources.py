@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient
 from robofy_etl.settings import API_KEY_ENV, DEFAULT_BASE_URL
@@ -16,7 +17,7 @@ from robofy_etl.warehouse import Warehouse
 class RobofyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Robofy API: hands out a configured, read-only ``RobofyClient``."""
 
-    api_key: str
+    api_key: str = Field(repr=False, description="Robofy API key; set from ROBOFY_API_KEY.")
     base_url: str = DEFAULT_BASE_URL
     auth_header: Literal["bearer", "api-key"] = "bearer"
     max_in_flight: int = 16

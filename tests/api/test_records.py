@@ -109,6 +109,17 @@ def test_aliases(endpoint: str, raw: dict, expected: dict) -> None:
         ("secret_key", True),
         ("aws_access_key", True),
         ("credentials", True),
+        ("openai_key", True),
+        ("openaiKey", True),
+        ("llm_key", True),
+        ("license_key", True),
+        ("api_keys", True),
+        ("private_key_pem", True),
+        ("api_key_v2", True),
+        ("client_secrets", True),
+        ("signing_key", True),
+        ("authorization", True),
+        ("db_passwords", True),
         # kept: pagination, counters, ordinary fields that merely mention the words
         ("next_page_token", False),
         ("nextPageToken", False),
@@ -122,6 +133,10 @@ def test_aliases(endpoint: str, raw: dict, expected: dict) -> None:
         ("monkey", False),
         ("session_id", False),
         ("context_id", False),
+        ("page_token", False),
+        ("primary_key", False),
+        ("sort_key", False),
+        ("keyboard_layout", False),
     ],
 )
 def test_secret_rule(key: str, stripped: bool) -> None:

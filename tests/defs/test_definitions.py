@@ -131,3 +131,12 @@ def test_settings_defaults() -> None:
     assert settings.base_url == "https://agents.robofy.ai"
     assert settings.resolved_publish_path == "data/robofy.read.duckdb"
     assert settings.max_rps is None
+
+
+def test_resource_never_shows_the_api_key() -> None:
+    from robofy_etl.defs.resources import RobofyResource
+
+    resource = RobofyResource(api_key="sekrit-9d2f")
+    assert "sekrit-9d2f" not in repr(resource)
+    assert "sekrit-9d2f" not in str(resource)
+    assert "sekrit-9d2f" not in repr(resource.client_config())
