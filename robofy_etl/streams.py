@@ -304,7 +304,12 @@ def sync_chatbots(
     project_ids = active_project_ids(wh)
 
     def list_chatbots(project_id: int) -> list[dict[str, Any]]:
-        return list(api.iter_items("chatbots", project_id=project_id))
+        try:
+            return list(api.iter_items("chatbots", project_id=project_id))
+        except RobofyNotFoundError:
+            # Deleted since the project snapshot: its chatbots are marked deleted below.
+            log.warning("project %s is gone (404 listing its chatbots)", project_id)
+            return []
 
     rows: list[dict[str, Any]] = []
     for project_id, records in api.fan_out(project_ids, list_chatbots):

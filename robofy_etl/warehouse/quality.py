@@ -102,19 +102,25 @@ def orphans(conn: duckdb.DuckDBPyConnection, ref: Reference) -> CheckOutcome:
 def latest_load(
     conn: duckdb.DuckDBPyConnection, table: str, max_age: timedelta, now: datetime
 ) -> CheckOutcome:
-    """The table was loaded within ``max_age`` of ``now`` (naive UTC), per meta.load_audit."""
+    """The latest partition is fresh: a load within ``max_age`` of ``now`` (naive UTC) that
+    covered yesterday or later, per ``meta.load_audit``."""
     row = conn.execute(
-        "select max(finished_at), max(slice) from meta.load_audit where stream = ?", [table]
+        """
+        select max(finished_at), max(try_cast(split_part(slice, '..', 2) as date))
+        from meta.load_audit where stream = ?
+        """,
+        [table],
     ).fetchone()
-    last = row[0] if row else None
+    last, last_day = (row[0], row[1]) if row else (None, None)
     age = None if last is None else now - last
+    wanted = now.date() - timedelta(days=1)
     return CheckOutcome(
-        passed=age is not None and age <= max_age,
-        description=f"raw.{table} was loaded in the last {max_age}",
+        passed=age is not None and age <= max_age and last_day is not None and last_day >= wanted,
+        description=f"raw.{table} was loaded in the last {max_age}, up to {wanted} or later",
         metadata={
             "last_load_at": "never" if last is None else last.isoformat(sep=" "),
             "age_hours": None if age is None else round(age.total_seconds() / 3600, 2),
-            "latest_slice": (row[1] if row else None) or "none",
+            "latest_day_loaded": "none" if last_day is None else last_day.isoformat(),
         },
     )
 
