@@ -544,8 +544,8 @@ def _scan_all(
     scans are merged: an item that moved ahead during one scan sits near the front in the next.
     """
 
-    def one(chatbot: tuple[str, int]) -> _Scan:
-        scan = _scan(
+    def scan_once(chatbot: tuple[str, int]) -> _Scan:
+        return _scan(
             api,
             t,
             table,
@@ -557,20 +557,12 @@ def _scan_all(
             *chatbot,
             full_scan=full_scan,
         )
+
+    def one(chatbot: tuple[str, int]) -> _Scan:
+        scan = scan_once(chatbot)
         while scan.unstable and scan.attempts < SCAN_ATTEMPTS:
             log.info("%s of chatbot %s moved during the scan: scanning again", endpoint, chatbot[0])
-            again = _scan(
-                api,
-                t,
-                table,
-                endpoint,
-                order_field,
-                slice_field,
-                key_field,
-                window,
-                *chatbot,
-                full_scan=full_scan,
-            )
+            again = scan_once(chatbot)
             unstable = again.unstable
             scan = _merge(scan, again, key_field, order_field)
             scan.unstable = unstable
