@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+
 from robofy_etl.api import (
     ENDPOINTS,
     RobofyClient,
@@ -35,6 +37,7 @@ from robofy_etl.api import (
     parse_timestamp,
 )
 from robofy_etl.warehouse import LoadCounts, Slice, Warehouse
+from robofy_etl.warehouse.load import encode_payload
 
 log = logging.getLogger(__name__)
 
@@ -670,8 +673,10 @@ def sync_conversations(
     chatbot_ids = [c for c, _ in chatbots]
     stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
 
-    # Session rows, by start day; transcripts needed for new or changed sessions.
-    by_day: dict[str, list[dict[str, Any]]] = {}
+    # Session rows, by start day; transcripts needed for new or changed sessions. A listed
+    # session is held as a compact tuple with its payload already serialized (about a third of
+    # the memory of the record dict) until its days are written.
+    by_day: dict[str, list[_SessionRow]] = {}
     changed_by_day: dict[str, list[tuple[str, str, int, str]]] = {}
     listed: set[tuple[str, str]] = set()
     for scan in scans:
@@ -690,15 +695,15 @@ def sync_conversations(
             listed.add(key)
             day = _day(started_at)
             by_day.setdefault(day, []).append(
-                {
-                    "chatbot_id": scan.chatbot_id,
-                    "session_id": session_id,
-                    "project_id": scan.project_id,
-                    "started_at": started_at,
-                    "last_message_at": t.ts(record.get("last_message_time")),
-                    "_payload": record,
-                    "_slice": day,
-                }
+                (
+                    scan.chatbot_id,
+                    session_id,
+                    scan.project_id,
+                    started_at,
+                    t.ts(record.get("last_message_time")),
+                    encode_payload(record),
+                    day,
+                )
             )
             previous = stored.get(key)
             raw_lmt = record.get("last_message_time")
@@ -707,6 +712,7 @@ def sync_conversations(
                 changed_by_day.setdefault(day, []).append(
                     (scan.chatbot_id, session_id, scan.project_id, day)
                 )
+        scan.records = []  # held as rows now
     vanished_by_day: dict[str, list[tuple[str, str]]] = {}
     for key, (_, day) in stored.items():
         if key not in listed:
@@ -736,7 +742,7 @@ def sync_conversations(
         with wh.transaction(run_id=run_id) as tx:
             s_counts = tx.replace(
                 sessions_table,
-                [row for d in days for row in by_day.get(d, [])],
+                _session_table([row for d in days for row in by_day.get(d, [])]),
                 slice=_window_scope(part, chatbots),
             )
             m_counts = tx.replace(
@@ -839,6 +845,39 @@ def sync_conversations(
         }
     )
     return report
+
+
+# (chatbot_id, session_id, project_id, started_at, last_message_at, payload JSON, day)
+_SessionRow = tuple[str, str, int, datetime, datetime | None, str, str]
+_SESSION_COLUMNS = (
+    "chatbot_id",
+    "session_id",
+    "project_id",
+    "started_at",
+    "last_message_at",
+    "_payload",
+    "_slice",
+)
+
+
+def _session_table(rows: Sequence[_SessionRow]) -> pa.Table:
+    """Session rows as the Arrow batch the warehouse loads (payloads already serialized)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _SESSION_COLUMNS]
+    types = (
+        pa.string(),
+        pa.string(),
+        pa.int64(),
+        pa.timestamp("us"),
+        pa.timestamp("us"),
+        pa.string(),
+        pa.string(),
+    )
+    return pa.table(
+        {
+            name: pa.array(list(values), type=typ)
+            for name, values, typ in zip(_SESSION_COLUMNS, columns, types, strict=True)
+        }
+    )
 
 
 def _refresh_continued(
