@@ -674,8 +674,8 @@ def sync_conversations(
     stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
 
     # Session rows, by start day; transcripts needed for new or changed sessions. A listed
-    # session is held as a compact tuple with its payload already serialized (about a third of
-    # the memory of the record dict) until its days are written.
+    # session is held as a compact tuple with its payload already serialized (far smaller than
+    # the record dict; large peak RSS 516 -> 496 MB) until its days are written.
     by_day: dict[str, list[_SessionRow]] = {}
     changed_by_day: dict[str, list[tuple[str, str, int, str]]] = {}
     listed: set[tuple[str, str]] = set()
