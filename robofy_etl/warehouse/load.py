@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from robofy_etl.warehouse.errors import WarehouseError
 from robofy_etl.warehouse.tables import RAW_TABLES, RawTable
+
+if TYPE_CHECKING:  # pandas costs ~0.3 s to import; only DataFrame input needs it
+    import pandas as pd
 
 __all__ = [
     "LoadCounts",
@@ -216,10 +218,10 @@ def build_batch(table: RawTable, rows: Rows) -> pa.Table:
             column holds a null.
     """
     names = [*table.column_names, "_payload", "_slice"]
-    if isinstance(rows, pd.DataFrame | pa.Table):
-        arrays = _columns_from_frame(table, rows, names)
+    if isinstance(rows, pa.Table) or _is_dataframe(rows):
+        arrays = _columns_from_frame(table, cast("pd.DataFrame | pa.Table", rows), names)
     else:
-        arrays = _columns_from_dicts(table, rows)
+        arrays = _columns_from_dicts(table, cast("Sequence[Mapping[str, Any]]", rows))
     n = len(arrays[0]) if arrays else 0
     arrays.append(pa.array(np.arange(n, dtype=np.int64)))
     batch = pa.Table.from_arrays(arrays, names=[*names, _ORD])
@@ -252,6 +254,10 @@ def _columns_from_dicts(table: RawTable, rows: Sequence[Mapping[str, Any]]) -> l
     except KeyError as exc:
         raise WarehouseError(f"{table.relation}: a row has no {exc.args[0]!r} column") from exc
     return arrays
+
+
+def _is_dataframe(rows: object) -> bool:
+    return type(rows).__module__.startswith("pandas") and hasattr(rows, "columns")
 
 
 def _columns_from_frame(
