@@ -24,24 +24,21 @@ class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
 
-def _positive_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise SettingsError(f"{name} must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must be 0 or more, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -695,20 +695,10 @@ def sync_conversations(
             listed.add(key)
             day = _day(started_at)
             by_day.setdefault(day, []).append(
-                (
-                    scan.chatbot_id,
-                    session_id,
-                    scan.project_id,
-                    started_at,
-                    t.ts(record.get("last_message_time")),
-                    encode_payload(record),
-                    day,
-                )
+                _session_row(t, scan.chatbot_id, session_id, scan.project_id, started_at, record)
             )
             previous = stored.get(key)
-            raw_lmt = record.get("last_message_time")
-            current = None if raw_lmt is None else str(raw_lmt)
-            if previous is None or previous[0] != current or previous[1] != day:
+            if previous is None or previous[0] != _watermark(record) or previous[1] != day:
                 changed_by_day.setdefault(day, []).append(
                     (scan.chatbot_id, session_id, scan.project_id, day)
                 )
@@ -860,6 +850,32 @@ _SESSION_COLUMNS = (
 )
 
 
+def _session_row(
+    t: _Tracker,
+    chatbot_id: str,
+    session_id: str,
+    project_id: int,
+    started_at: datetime,
+    record: Mapping[str, Any],
+) -> _SessionRow:
+    """One listed session as a compact row in its start day's slice."""
+    return (
+        chatbot_id,
+        session_id,
+        project_id,
+        started_at,
+        t.ts(record.get("last_message_time")),
+        encode_payload(record),
+        _day(started_at),
+    )
+
+
+def _watermark(record: Mapping[str, Any]) -> str | None:
+    """A session's ``last_message_time`` as received: compared with the stored one."""
+    value = record.get("last_message_time")
+    return None if value is None else str(value)
+
+
 def _session_table(rows: Sequence[_SessionRow]) -> pa.Table:
     """Session rows as the Arrow batch the warehouse loads (payloads already serialized)."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in _SESSION_COLUMNS]
@@ -909,8 +925,7 @@ def _refresh_continued(
     stored = wh.session_watermarks(sorted({c for c, _ in candidates}), first, last)
     tasks = []
     for key, (project_id, started_at, record) in candidates.items():
-        raw_lmt = record.get("last_message_time")
-        if key in stored and stored[key][0] != (None if raw_lmt is None else str(raw_lmt)):
+        if key in stored and stored[key][0] != _watermark(record):
             tasks.append((key[0], key[1], project_id, _day(started_at)))
     session_rows, message_rows, keys = [], [], []
     for task, records in api.fan_out(tasks, fetch):
@@ -919,23 +934,13 @@ def _refresh_continued(
             continue  # gone since it was listed: leave it for the next run
         project_id, started_at, record = candidates[(chatbot_id, session_id)]
         keys.append((chatbot_id, session_id))
-        session_rows.append(
-            {
-                "chatbot_id": chatbot_id,
-                "session_id": session_id,
-                "project_id": project_id,
-                "started_at": started_at,
-                "last_message_at": t.ts(record.get("last_message_time")),
-                "_payload": record,
-                "_slice": day,
-            }
-        )
+        session_rows.append(_session_row(t, chatbot_id, session_id, project_id, started_at, record))
         message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
     if not keys:
         return 0
     by_key = Slice(keys=(("chatbot_id", "session_id"), keys))
     with wh.transaction(run_id=run_id) as tx:
-        s_counts = tx.replace(sessions_table, session_rows, slice=by_key)
+        s_counts = tx.replace(sessions_table, _session_table(session_rows), slice=by_key)
         m_counts = tx.replace(messages_table, message_rows, slice=by_key)
         tx.audit(sessions_table, slice=f"{len(keys)} continued sessions", counts=s_counts)
         tx.audit(messages_table, slice=f"{len(keys)} continued sessions", counts=m_counts)
