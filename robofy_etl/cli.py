@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +53,17 @@ DEMO_QUERIES: tuple[tuple[str, str], ...] = (
         """,
     ),
 )
+
+
+# True when the command runs as its own process (`run`), not called from Python (tests).
+_STANDALONE = False
+
+
+def _tune_gc() -> None:
+    """See `run`: after the imports and Dagster's set-up, before the bulk work."""
+    if _STANDALONE:
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
 
 
 class CliError(Exception):
@@ -157,6 +170,7 @@ def run_sync(
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
+    _tune_gc()
     started = time.monotonic()
     with instance:
         result = job.execute_in_process(
@@ -513,5 +527,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> None:  # pragma: no cover - exercised by the subprocess tests and benchmarks
+    """The ``robofy-etl`` executable: `main` in a process of its own.
+
+    Two things only a process of its own can do, worth ~1.5 s of a 20 s sync:
+
+    - Garbage collection tuned for bulk work: a sync allocates millions of short-lived objects
+      (pages, records, rows) beside Dagster's large, long-lived object graph. Objects alive
+      after start-up are moved out of the collector's sight (`gc.freeze`), and the youngest
+      generation is collected every 10,000 allocations instead of every 700.
+    - No interpreter teardown: freeing every module and object at exit takes 0.5-0.8 s after
+      Dagster is imported. Every file is closed and every stream flushed by then, so the
+      process ends with `os._exit`.
+    """
+    global _STANDALONE  # set once, before anything runs
+    _STANDALONE = True
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help and usage errors
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

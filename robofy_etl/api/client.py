@@ -292,12 +292,14 @@ class RobofyClient:
             failure: Exception | None = None
             response: httpx.Response | None = None
             content = b""
+            # Built before taking a slot: the slot (the in-flight cap) covers only the exchange.
+            request = self._http.build_request("GET", path, params=query)
             started = time.perf_counter()
             with self._slots:
                 if self._pacer is not None:
                     self._pacer.wait()
                 try:
-                    response = self._http.get(path, params=query)
+                    response = self._http.send(request)
                     content = response.content
                 except httpx.TransportError as exc:
                     failure = exc

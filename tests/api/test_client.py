@@ -165,17 +165,22 @@ def test_stats_count_requests_retries_pages_bytes(fake: FakeRobofy, client: Robo
 
 
 def test_only_get_is_ever_sent() -> None:
-    """The client object exposes no way to send another method: `.get(` is its only HTTP call."""
+    """The client has no way to send another method: it builds requests only with "GET"."""
     tree = ast.parse(inspect.getsource(client_module))
-    http_calls = {
-        node.func.attr
+    http_calls = [
+        node
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and isinstance(node.func.value, ast.Attribute)
         and node.func.value.attr == "_http"
-    }
-    assert http_calls == {"get", "close"}
+    ]
+    assert {node.func.attr for node in http_calls} == {"build_request", "send", "close"}  # type: ignore[attr-defined]
+    built = [node for node in http_calls if node.func.attr == "build_request"]  # type: ignore[attr-defined]
+    assert built
+    for node in built:
+        assert isinstance(node.args[0], ast.Constant)
+        assert node.args[0].value == "GET"
 
 
 def test_config_validation_names_the_setting() -> None:

@@ -136,3 +136,120 @@ def test_both_transports_read_the_same_account(transport: str) -> None:
                 s["session_id"] for c in chatbots for s in api.iter_items("sessions", chatbot_id=c)
             }
     assert sessions == {s.session_id for s in sim.dataset.sessions}
+
+
+# --------------------------------------------------------------------------- wire format
+# A raw socket server that answers each request path with exact bytes, to exercise the framings
+# and malformed responses a stdlib server never sends.
+
+_SCRIPTS: dict[str, bytes] = {
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b'4;ext=1\r\n{"a"\r\n6\r\n: [1]}\r\n0\r\nX-Trailer: t\r\n\r\n',
+    "/interim": b"HTTP/1.1 100 Continue\r\n\r\n"
+    b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"b": 2}',
+    "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+    "/http10": b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+    "/until-close": b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"c": 3}',
+    "/garbage": b"SPDY/9 what\r\n\r\n",
+    "/truncated": b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial"',
+    "/no-content": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "/ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+}
+_CLOSES_AFTER = {"/close", "/http10", "/until-close", "/garbage", "/truncated"}
+
+
+@pytest.fixture
+def wire() -> Iterator[tuple[str, list[int]]]:
+    """A scripted server; the list receives one entry per accepted connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                path = line.split()[1].decode()
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                if path == "/idle-close":
+                    conn.sendall(_SCRIPTS["/ok"])
+                    return  # closes the keep-alive connection right after answering
+                conn.sendall(_SCRIPTS[path])
+                if path in _CLOSES_AFTER:
+                    return
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    listener.close()
+
+
+def test_chunked_bodies_are_joined_and_trailers_dropped(wire: tuple[str, list[int]]) -> None:
+    base, accepted = wire
+    with _client(base) as client:
+        assert client.get("/chunked").json() == {"a": [1]}
+        assert client.get("/ok").json() == {}
+    assert len(accepted) == 1  # the chunked response left the connection reusable
+
+
+def test_interim_responses_are_skipped(wire: tuple[str, list[int]]) -> None:
+    with _client(wire[0]) as client:
+        assert client.get("/interim").json() == {"b": 2}
+
+
+@pytest.mark.parametrize("path", ["/close", "/http10", "/until-close"])
+def test_a_connection_the_server_closes_is_not_reused(
+    wire: tuple[str, list[int]], path: str
+) -> None:
+    base, accepted = wire
+    with _client(base) as client:
+        assert client.get(path).status_code == 200
+        assert client.get("/ok").json() == {}
+    assert len(accepted) == 2
+
+
+def test_a_body_delimited_by_close_is_read_whole(wire: tuple[str, list[int]]) -> None:
+    with _client(wire[0]) as client:
+        assert client.get("/until-close").json() == {"c": 3}
+
+
+def test_no_content_has_an_empty_body(wire: tuple[str, list[int]]) -> None:
+    with _client(wire[0]) as client:
+        response = client.get("/no-content")
+        assert response.status_code == 204
+        assert response.content == b""
+        assert client.get("/ok").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/garbage", "/truncated"])
+def test_malformed_responses_raise_a_retriable_protocol_error(
+    wire: tuple[str, list[int]], path: str
+) -> None:
+    with _client(wire[0]) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(path)
+        assert client.get("/ok").status_code == 200  # on a fresh connection
+
+
+def test_an_idle_connection_closed_by_the_server_is_replaced(
+    wire: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robofy_etl.api import transport
+
+    monkeypatch.setattr(transport, "_IDLE_CHECK_S", 0.0)  # check before every reuse
+    base, accepted = wire
+    with _client(base) as client:
+        assert client.get("/idle-close").status_code == 200
+        time.sleep(0.05)  # the server's FIN arrives while the connection is idle
+        assert client.get("/ok").json() == {}  # no error: the dead connection was noticed
+    assert len(accepted) == 2
