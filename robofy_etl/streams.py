@@ -17,6 +17,7 @@ Incremental rules (design.md section 4):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 # Changed sessions whose transcripts are held in memory before they are written. Bounds memory
 # on long backfills; each chunk is one transaction that covers whole days.
 TRANSCRIPT_CHUNK = 1500
+# How long after its last message a session's status may still change (to closed, after the
+# idle timeout; WhatsApp keeps a conversation open for 24 hours). A run also looks at sessions
+# whose last message is this much older than its window, to pick up such changes (an assumption
+# about the API: the contract does not state the timeouts).
+STATUS_SETTLE = timedelta(hours=24)
 # Scans of one list when it keeps moving under its paging (see _scan_all).
 SCAN_ATTEMPTS = 3
 # How often a long transcript fan-out logs its progress.
@@ -424,13 +430,19 @@ def _scan(
     project_id: int,
     *,
     full_scan: bool,
+    settle: timedelta = timedelta(0),
 ) -> _Scan:
     """Walks a newest-first list, keeping records whose ``slice_field`` falls in the window.
 
     While every page keeps ``order_field`` non-increasing, the scan stops after the first page
     that reaches past the window start: nothing after it can belong to the window. Any disorder
     (or a missing order value) switches to a full scan, so no record is ever missed.
+
+    Records that started before the window but whose ``order_field`` is later than the window
+    start minus ``settle`` are kept in ``continued``: conversations that went on, or whose status
+    may have changed since their last message.
     """
+    horizon = window.start_dt - settle
     scan = _Scan(chatbot_id, project_id)
     params: dict[str, Any] = {"chatbot_id": chatbot_id}
     if endpoint == "leads":
@@ -472,15 +484,10 @@ def _scan(
                 elif (
                     slice_value < window.start_dt
                     and order_value is not None
-                    and order_value >= window.start_dt
+                    and order_value >= horizon
                 ):
                     scan.continued.append((slice_value, record))
-            if (
-                scan.ordered
-                and not full_scan
-                and previous is not None
-                and previous < window.start_dt
-            ):
+            if scan.ordered and not full_scan and previous is not None and previous < horizon:
                 scan.stopped_early = True
                 break
     except RobofyNotFoundError:
@@ -539,6 +546,7 @@ def _scan_all(
     chatbots: Sequence[tuple[str, int]],
     *,
     full_scan: bool,
+    settle: timedelta = timedelta(0),
 ) -> list[_Scan]:
     """Scans every chatbot's list at once; a list that moved under its paging is scanned again.
 
@@ -559,6 +567,7 @@ def _scan_all(
             window,
             *chatbot,
             full_scan=full_scan,
+            settle=settle,
         )
 
     def one(chatbot: tuple[str, int]) -> _Scan:
@@ -667,6 +676,7 @@ def sync_conversations(
         window,
         chatbots,
         full_scan=full_scan,
+        settle=STATUS_SETTLE,
     )
     # A chatbot deleted since the snapshot (404) keeps its stored data untouched this run.
     chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
@@ -704,7 +714,7 @@ def sync_conversations(
                 )
         scan.records = []  # held as rows now
     vanished_by_day: dict[str, list[tuple[str, str]]] = {}
-    for key, (_, day) in stored.items():
+    for key, (_, day, _) in stored.items():
         if key not in listed:
             vanished_by_day.setdefault(day, []).append(key)
 
@@ -876,6 +886,11 @@ def _watermark(record: Mapping[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
+def _digest(payload: str) -> str:
+    """The md5 of a serialized payload, as DuckDB's ``md5(_payload::varchar)`` computes it."""
+    return hashlib.md5(payload.encode(), usedforsecurity=False).hexdigest()
+
+
 def _session_table(rows: Sequence[_SessionRow]) -> pa.Table:
     """Session rows as the Arrow batch the warehouse loads (payloads already serialized)."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in _SESSION_COLUMNS]
@@ -908,7 +923,9 @@ def _refresh_continued(
 
     A conversation that continues on later days stays in its start day's partition, so a run
     for recent days must still update it there: its session row and transcript are replaced by
-    key, in one transaction. Only sessions already stored are touched (a day never synced is
+    key, in one transaction. A session whose listing changed without a new message (its status
+    flipped to closed after the idle timeout) gets its row replaced and keeps its transcript,
+    which is not fetched again. Only sessions already stored are touched (a day never synced is
     not created piecemeal). Returns how many sessions were refreshed.
     """
     sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
@@ -923,30 +940,50 @@ def _refresh_continued(
     first = min(started for _, started, _ in candidates.values()).date()
     last = max(started for _, started, _ in candidates.values()).date() + timedelta(days=1)
     stored = wh.session_watermarks(sorted({c for c, _ in candidates}), first, last)
-    tasks = []
+    tasks, session_rows, row_keys = [], [], []
     for key, (project_id, started_at, record) in candidates.items():
-        if key in stored and stored[key][0] != _watermark(record):
+        previous = stored.get(key)
+        if previous is None:
+            continue
+        if previous[0] != _watermark(record):
             tasks.append((key[0], key[1], project_id, _day(started_at)))
-    session_rows, message_rows, keys = [], [], []
+        else:
+            row = _session_row(t, key[0], key[1], project_id, started_at, record)
+            if _digest(row[5]) != previous[2]:  # the listing changed, the transcript did not
+                session_rows.append(row)
+                row_keys.append(key)
+    message_rows, transcript_keys = [], []
     for task, records in api.fan_out(tasks, fetch):
         chatbot_id, session_id, project_id, day = task
         if records is None:
             continue  # gone since it was listed: leave it for the next run
         project_id, started_at, record = candidates[(chatbot_id, session_id)]
-        keys.append((chatbot_id, session_id))
+        transcript_keys.append((chatbot_id, session_id))
         session_rows.append(_session_row(t, chatbot_id, session_id, project_id, started_at, record))
         message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
+    keys = row_keys + transcript_keys
     if not keys:
         return 0
-    by_key = Slice(keys=(("chatbot_id", "session_id"), keys))
+    key_columns = ("chatbot_id", "session_id")
     with wh.transaction(run_id=run_id) as tx:
-        s_counts = tx.replace(sessions_table, _session_table(session_rows), slice=by_key)
-        m_counts = tx.replace(messages_table, message_rows, slice=by_key)
+        s_counts = tx.replace(
+            sessions_table, _session_table(session_rows), slice=Slice(keys=(key_columns, keys))
+        )
         tx.audit(sessions_table, slice=f"{len(keys)} continued sessions", counts=s_counts)
-        tx.audit(messages_table, slice=f"{len(keys)} continued sessions", counts=m_counts)
+        if transcript_keys:
+            m_counts = tx.replace(
+                messages_table, message_rows, slice=Slice(keys=(key_columns, transcript_keys))
+            )
+            label = f"{len(transcript_keys)} continued sessions"
+            tx.audit(messages_table, slice=label, counts=m_counts)
+            t.report.add_counts(messages_table, m_counts)
     t.report.add_counts(sessions_table, s_counts)
-    t.report.add_counts(messages_table, m_counts)
-    log.info("refreshed %d conversations that started before %s", len(keys), t.report.window)
+    log.info(
+        "refreshed %d conversations that started before %s (%d with new messages)",
+        len(keys),
+        t.report.window,
+        len(transcript_keys),
+    )
     return len(keys)
 
 

@@ -6,7 +6,7 @@ the pages it needs; the warehouse is a real DuckDB file.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import httpx
@@ -86,9 +86,9 @@ def test_newest_first_scan_stops_after_the_page_past_the_window(
         ],
         [
             _session("s2", "2026-10-10 09:00:00", "2026-10-10 10:00:00"),
-            _session("s1", "2026-10-09 09:00:00", "2026-10-09 10:00:00"),
+            _session("s1", "2026-10-08 09:00:00", "2026-10-08 10:00:00"),
         ],
-        [_session("s0", "2026-10-08 09:00:00", "2026-10-08 10:00:00")],
+        [_session("s0", "2026-10-07 09:00:00", "2026-10-07 10:00:00")],
     ]
     fake.add_pages(SESSIONS, "sessions", pages)
     for sid in ("s3", "s2"):
@@ -96,7 +96,10 @@ def test_newest_first_scan_stops_after_the_page_past_the_window(
     with _client(fake) as api:
         _load_dimensions(api, wh)
         report = streams.sync_conversations(api, wh, "run-1", WINDOW)
-    assert fake.calls(SESSIONS) == 2  # page 2 reached 2026-10-09: page 3 is never asked for
+    # Page 2 reached 2026-10-08, past the window start less the status settle time (a day):
+    # page 3 is never asked for.
+    assert WINDOW.start_dt - streams.STATUS_SETTLE > datetime(2026, 10, 8, 10)
+    assert fake.calls(SESSIONS) == 2
     assert report.details["list_scans_stopped_early"] == 1
     with wh.connect() as conn:
         got = conn.execute(

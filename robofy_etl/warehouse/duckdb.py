@@ -332,8 +332,8 @@ class Warehouse:
         chatbot_ids: Sequence[str] | None,
         day_from: date | str,
         day_to: date | str,
-    ) -> dict[tuple[str, str], tuple[str | None, str]]:
-        """Stored sessions of a window, to decide which transcripts must be fetched again.
+    ) -> dict[tuple[str, str], tuple[str | None, str, str]]:
+        """Stored sessions of a window, to decide which rows and transcripts must be refreshed.
 
         Args:
             chatbot_ids: the chatbots to look at (None: all).
@@ -341,7 +341,9 @@ class Warehouse:
             day_to: last ``_slice`` day, exclusive.
 
         Returns:
-            ``(chatbot_id, session_id) -> (last_message_time as received, _slice)``.
+            ``(chatbot_id, session_id) -> (last_message_time as received, _slice, md5 of the
+            stored listing record)``: a new watermark means a new transcript; a new digest with
+            the same watermark means only the listing changed (a status that flipped to closed).
         """
         if chatbot_ids is not None and not chatbot_ids:
             return {}
@@ -360,13 +362,14 @@ class Warehouse:
                 chatbot_filter = "and chatbot_id in (select v from _robofy_chatbots)"
             rows = conn.execute(
                 f"""
-                select chatbot_id, session_id, _payload->>'last_message_time', _slice
+                select chatbot_id, session_id, _payload->>'last_message_time', _slice,
+                       md5(_payload::varchar)
                 from raw.robofy__inbox_sessions
                 where _slice >= $day_from and _slice < $day_to {chatbot_filter}
                 """,
                 params,
             ).fetchall()
-        return {(c, s): (lmt, sl) for c, s, lmt, sl in rows}
+        return {(c, s): (lmt, sl, digest) for c, s, lmt, sl, digest in rows}
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -358,23 +358,43 @@ def test_status_and_probe_commands(pipeline: Pipeline, capsys: pytest.CaptureFix
 
 
 def test_recent_days_run_refreshes_conversations_that_started_earlier(pipeline: Pipeline) -> None:
-    """The hourly schedule syncs today and yesterday; older conversations still continue."""
+    """The hourly schedule syncs today and yesterday; older conversations still continue.
+
+    Some of them get new messages; others only change status (closed after the idle timeout,
+    with no new message): their rows are updated and their transcripts are not fetched again.
+    """
     assert pipeline.sync().success
     sim = pipeline.sim
     before = {(s.chatbot_id, s.session_id): s for s in sim.dataset.sessions}
     sim.advance(hours=24)
+    sim.clear_log()
     new_last = LAST_DAY + timedelta(days=1)
-    continued = [
+    first = new_last - timedelta(days=1)
+    older = [
         s
         for s in sim.dataset.sessions
-        if (s.chatbot_id, s.session_id) in before
-        and s.created_on.date() < new_last - timedelta(days=1)
-        and s.last_message_time != before[(s.chatbot_id, s.session_id)].last_message_time
+        if (s.chatbot_id, s.session_id) in before and s.created_on.date() < first
+    ]
+    continued = [
+        s
+        for s in older
+        if s.last_message_time != before[(s.chatbot_id, s.session_id)].last_message_time
+    ]
+    flipped = [
+        s
+        for s in older
+        if s.last_message_time == before[(s.chatbot_id, s.session_id)].last_message_time
+        and s.status != before[(s.chatbot_id, s.session_id)].status
     ]
     assert continued, "the simulator's clock moved but no older conversation continued"
-    outcome = pipeline.sync(new_last - timedelta(days=1), new_last)
+    assert flipped, "no older conversation closed without a new message"
+    outcome = pipeline.sync(first, new_last)
     assert outcome.success, outcome.errors
-    # Every conversation's activity and transcript is current. (A status that flips to closed
-    # after the idle timeout, with no new message, waits for the daily run's lookback.)
-    without_status = {row[:4] + row[5:] for row in _expected_sessions(pipeline)}
-    assert {row[:4] + row[5:] for row in _mart_sessions(pipeline)} == without_status
+    # Every conversation's activity, status and transcript is current ...
+    assert _mart_sessions(pipeline) == _expected_sessions(pipeline)
+    # ... and the transcripts of the conversations that only closed were not fetched again.
+    fetched = {e.path for e in sim.request_log if "/inbox/chats/" in e.path}
+    for s in flipped:
+        assert not any(path.endswith(f"/{s.chatbot_id}/{s.session_id}") for path in fetched)
+    for s in continued:
+        assert any(f"/{s.chatbot_id}/{s.session_id}" in path for path in fetched)

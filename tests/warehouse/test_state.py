@@ -6,10 +6,12 @@ State lives beside the data and commits with it: a failed load must not advance 
 from __future__ import annotations
 
 from datetime import date, datetime
+from hashlib import md5
 
 import pytest
 
 from robofy_etl.warehouse import LoadCounts, Slice, Warehouse
+from robofy_etl.warehouse.load import encode_payload
 
 from .conftest import session_row, table_rows
 
@@ -135,9 +137,12 @@ def test_session_watermarks_reads_the_window(wh: Warehouse) -> None:
 
     marks = wh.session_watermarks(["a"], date(2026, 10, 1), date(2026, 10, 3))
 
+    digest = {
+        row["session_id"]: md5(encode_payload(row["_payload"]).encode()).hexdigest() for row in rows
+    }
     assert marks == {
-        ("a", "s1"): ("2026-10-01T09:05:00Z", "2026-10-01"),
-        ("a", "s4"): (None, "2026-10-02"),
+        ("a", "s1"): ("2026-10-01T09:05:00Z", "2026-10-01", digest["s1"]),
+        ("a", "s4"): (None, "2026-10-02", digest["s4"]),
     }
     assert wh.session_watermarks([], "2026-10-01", "2026-10-31") == {}
     assert len(wh.session_watermarks(None, "2026-10-01", "2026-10-31")) == 4
