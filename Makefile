@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export UV_COMPILE_BYTECODE := 1
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install demo test lint dev simulator bench bench-client bench-sync bench-queries bench-load docs clean
+.PHONY: help install demo test lint dev simulator bench bench-client bench-sync bench-floor bench-queries bench-load docs clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,13 +38,16 @@ dev: $(STAMP) ## the Dagster UI on the demo data, against the simulator (http://
 simulator: $(STAMP) ## serve the built-in Robofy API on http://127.0.0.1:8787
 	$(BIN)/robofy-etl simulator --port 8787 --scale medium --seed 1
 
-bench: bench-client bench-sync bench-queries ## run all benchmarks
+bench: bench-client bench-sync bench-floor bench-queries ## run all benchmarks
 
 bench-client: $(STAMP) ## client throughput vs. the latency bound (1/4/16/64 in flight)
 	$(BIN)/python benchmarks/bench_client.py
 
 bench-sync: $(STAMP) ## full and incremental robofy-etl sync of the medium dataset
 	$(BIN)/python benchmarks/bench_sync.py
+
+bench-floor: $(STAMP) ## the shortest a full sync can take here (minimal client, Dagster start)
+	$(BIN)/python benchmarks/bench_floor.py
 
 bench-queries: $(STAMP) ## dashboard and analyst queries on the synced medium dataset
 	$(BIN)/python benchmarks/bench_queries.py
