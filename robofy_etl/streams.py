@@ -50,6 +50,10 @@ TRANSCRIPT_CHUNK = 1500
 # whose last message is this much older than its window, to pick up such changes (an assumption
 # about the API: the contract does not state the timeouts).
 STATUS_SETTLE = timedelta(hours=24)
+# The longest window whose session listing is held in memory at once: longer windows (long
+# backfills) are synced in passes of this many days (see sync_conversations). A 90-day backfill
+# is still one pass, with one list scan per chatbot.
+BACKFILL_PASS_DAYS = 92
 # Scans of one list when it keeps moving under its paging (see _scan_all).
 SCAN_ATTEMPTS = 3
 # How often a long transcript fan-out logs its progress.
@@ -106,6 +110,17 @@ class Window:
 
     def contains(self, moment: datetime) -> bool:
         return self.start_dt <= moment < self.end_dt
+
+    def split(self, days: int) -> list[Window]:
+        """Consecutive windows of at most ``days`` days covering this one, oldest first."""
+        if days < 1:
+            raise ValueError(f"cannot split a window into parts of {days} days")
+        parts, start = [], self.start
+        while start < self.end:
+            end = min(start + timedelta(days=days), self.end)
+            parts.append(Window(start, end))
+            start = end
+        return parts
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()}..{self.last.isoformat()}"
@@ -653,12 +668,72 @@ def sync_conversations(
     naive_tz: str = "UTC",
     full_scan: bool = False,
     chunk_sessions: int = TRANSCRIPT_CHUNK,
+    pass_days: int | None = None,
 ) -> SyncReport:
     """Inbox sessions started in ``window`` and their transcripts (new or changed sessions only).
 
     Writes ``raw.robofy__inbox_sessions`` and ``raw.robofy__chat_messages`` together, one
     transaction per run of whole days, so a session and its messages are never out of step.
+
+    A window longer than ``pass_days`` (default ``BACKFILL_PASS_DAYS``) is synced in passes of
+    that many days, oldest first, each with its own list scan: the sessions listed for a pass
+    are held in memory until their days are written, so a multi-year backfill needs no more
+    memory than a quarter. Each later pass pages through the newer sessions again (list pages
+    only, a small share of the requests; transcripts are fetched once).
     """
+    passes = window.split(pass_days or BACKFILL_PASS_DAYS)
+    if len(passes) == 1:
+        return _sync_conversations(api, wh, run_id, window, naive_tz, full_scan, chunk_sessions)
+    log.info(
+        "%s spans %d days: syncing it in %d passes, oldest first",
+        window,
+        (window.end - window.start).days,
+        len(passes),
+    )
+    reports = [
+        _sync_conversations(api, wh, run_id, part, naive_tz, full_scan, chunk_sessions)
+        for part in passes
+    ]
+    return _combined(window, reports)
+
+
+# Report details that describe the run as a whole rather than add up over passes.
+_NOT_ADDITIVE = frozenset({"chatbots", "chatbots_gone"})
+
+
+def _combined(window: Window, reports: Sequence[SyncReport]) -> SyncReport:
+    """One report for a window synced in several passes."""
+    out = SyncReport(stream=reports[0].stream, window=str(window))
+    for report in reports:
+        for table, counts in report.counts.items():
+            out.add_counts(table, counts)
+        for table, rows in report.rows.items():
+            out.rows[table] = out.rows.get(table, 0) + rows
+        for name, value in report.api.items():
+            out.api[name] = out.api.get(name, 0) + value
+        out.quarantined += report.quarantined
+        out.unparseable_timestamps += report.unparseable_timestamps
+        out.drift += [entry for entry in report.drift if entry not in out.drift]
+        for name, value in report.details.items():
+            if name in _NOT_ADDITIVE or not isinstance(value, int):
+                out.details[name] = max(value, out.details.get(name, value))
+            else:
+                out.details[name] = out.details.get(name, 0) + value
+        out.duration_s += report.duration_s
+    out.details["passes"] = len(reports)
+    return out
+
+
+def _sync_conversations(
+    api: RobofyClient,
+    wh: Warehouse,
+    run_id: str,
+    window: Window,
+    naive_tz: str,
+    full_scan: bool,
+    chunk_sessions: int,
+) -> SyncReport:
+    """`sync_conversations` for a window synced in one pass."""
     t = _Tracker(api, "conversations", str(window), naive_tz)
     sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
     chatbots = active_chatbots(wh)

@@ -182,6 +182,39 @@ def test_backfill_of_many_days_is_one_run_and_one_scan_per_chatbot(pipeline: Pip
     assert set(first_pages.values()) == {1}
 
 
+def test_a_long_backfill_runs_in_passes_with_the_same_result(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past BACKFILL_PASS_DAYS the window is synced in passes (memory stays per pass)."""
+    from robofy_etl import streams
+
+    monkeypatch.setattr(streams, "BACKFILL_PASS_DAYS", 3)  # 8 days: passes of 3, 3 and 2
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    _assert_matches_dataset(pipeline)
+    log = pipeline.sim.request_log
+    first_list_pages = Counter(
+        entry.path
+        for entry in log
+        if entry.endpoint == "sessions" and "nextPageToken" not in entry.query
+    )
+    assert set(first_list_pages.values()) == {3}  # one list scan per chatbot and pass
+    first_transcript_pages = Counter(
+        entry.path
+        for entry in log
+        if entry.endpoint == "transcript" and "nextPageToken" not in entry.query
+    )
+    assert len(first_transcript_pages) == len(pipeline.sim.dataset.sessions)
+    assert set(first_transcript_pages.values()) == {1}  # every transcript fetched once
+    assert outcome.raw_rows["robofy__inbox_sessions"]["inserted"] == len(
+        pipeline.sim.dataset.sessions
+    )
+    # A second run over the same range, in passes too, changes nothing.
+    before = pipeline.snapshot()
+    assert pipeline.sync().success
+    assert pipeline.snapshot() == before
+
+
 def test_faults_do_not_change_the_tables(
     pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
