@@ -16,6 +16,18 @@ from robofy_etl.warehouse.models import Model, build
 log = logging.getLogger(__name__)
 
 
+# Like `AutomationCondition.eager()`, without its "no dependency missing" clause: the models
+# are unpartitioned and read daily-partitioned raw tables, and for eager() a dependency counts
+# as missing while any day since ROBOFY_START_DATE is unsynced, so the marts would never be
+# rebuilt for a warehouse that holds only recent days. Models build fine on partial (or empty)
+# raw tables.
+REBUILD_WHEN_UPSTREAM_UPDATED = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("rebuild when any upstream table or day is updated")
+
+
 def model_key(model: Model) -> dg.AssetKey:
     return dg.AssetKey([model.schema, model.relation])
 
@@ -43,7 +55,7 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
                 "materialization": m.materialization,
                 "sql_file": f"sql/{m.schema}/{m.relation}.sql",
             },
-            automation_condition=dg.AutomationCondition.eager(),
+            automation_condition=REBUILD_WHEN_UPSTREAM_UPDATED,
         )
         for m in models
     ]

@@ -140,3 +140,57 @@ def test_resource_never_shows_the_api_key() -> None:
     assert "sekrit-9d2f" not in repr(resource)
     assert "sekrit-9d2f" not in str(resource)
     assert "sekrit-9d2f" not in repr(resource.client_config())
+
+
+def _report(instance: dg.DagsterInstance, graph: object, keys: list[dg.AssetKey], day: str) -> None:
+    """Record materializations as a run would: unpartitioned assets whole, the others for a day."""
+    for key in keys:
+        partitions = graph.get(key).partitions_def  # type: ignore[attr-defined]
+        partition = None if partitions is None else day
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+
+
+def test_models_rebuild_when_any_upstream_day_is_updated() -> None:
+    """The SQL models' automation condition, evaluated as the automation daemon would.
+
+    The warehouse may hold only recent days (older partitions never synced): the models must
+    still be rebuilt when raw data lands, and only the models downstream of what changed.
+    """
+    today = datetime.now(UTC).date().isoformat()
+    defs = build_definitions(Settings.from_env({"ROBOFY_START_DATE": "2026-01-01"}))
+    graph = defs.resolve_asset_graph()
+    raw = sorted(k for k in graph.get_all_asset_keys() if k.path[0] == "raw")
+    models = {k for k in graph.get_all_asset_keys() if k.path[0] in ("staging", "marts")}
+
+    def upstream(key: dg.AssetKey) -> set[dg.AssetKey]:
+        parents = set(graph.get(key).parent_keys)
+        return parents.union(*(upstream(p) for p in parents))
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = None
+
+        def requested() -> set[dg.AssetKey]:
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+            cursor = result.cursor
+            return {k for k in graph.get_all_asset_keys() if result.get_num_requested(k)}
+
+        assert requested() == set()  # nothing synced yet: nothing to build
+
+        _report(instance, graph, raw, today)  # only today, of a year of daily partitions
+        assert requested() == models
+
+        _report(instance, graph, sorted(models), today)  # the requested run built them
+        assert requested() == set()
+
+        messages = dg.AssetKey(["raw", "robofy__chat_messages"])
+        _report(instance, graph, [messages], today)
+        downstream = {k for k in models if messages in upstream(k)}
+        assert dg.AssetKey(["marts", "messages"]) in downstream
+        assert dg.AssetKey(["marts", "leads"]) not in downstream
+        assert requested() == downstream
+
+        # A sync run writes raw data and then the models itself: no second build follows.
+        _report(instance, graph, sorted(downstream), today)
+        _report(instance, graph, [*raw, *sorted(models)], today)
+        assert requested() == set()
