@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export UV_COMPILE_BYTECODE := 1
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install demo test lint dev simulator bench bench-client bench-sync bench-floor bench-queries bench-load docs clean
+.PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load docs clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ demo: $(STAMP) ## run the whole pipeline on the built-in simulator (last 14 days
 
 test: lint ## lint and type-check, then run the test suite (simulator over loopback HTTP, real DuckDB files, real Dagster runs)
 	$(BIN)/python -m pytest -q
+
+test-live: $(STAMP) ## read-only checks against the real API (needs ROBOFY_API_KEY; never in CI)
+	$(BIN)/pytest -m live tests/live
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check robofy_etl tests benchmarks scripts

@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:  # pragma: no cover - exercised by the subprocess tests and benchmarks
     """The ``robofy-etl`` executable: `main` in a process of its own.
 
-    Two things only a process of its own can do, worth ~1.5 s of a 20 s sync:
+    Two things only a process of its own can do, together about 2 s of a 20 s sync:
 
     - Garbage collection tuned for bulk work: a sync allocates millions of short-lived objects
       (pages, records, rows) beside Dagster's large, long-lived object graph. Objects alive
