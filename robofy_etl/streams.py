@@ -412,6 +412,31 @@ def active_chatbots(wh: Warehouse) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------- list scans
 
 
+@dataclass(frozen=True)
+class _ListSpec:
+    """A newest-first list endpoint scanned per chatbot, and how its records are placed."""
+
+    table: str  # the raw table its records land in
+    endpoint: str
+    order_field: str  # newest first: the scan may stop once it is past the window
+    slice_field: str  # the record's day (partition)
+    key_field: str
+    # How long after its ``order_field`` a record may still change without a newer
+    # ``order_field`` (see STATUS_SETTLE); the scan reaches this much further back.
+    settle: timedelta = timedelta(0)
+
+
+_SESSIONS_LIST = _ListSpec(
+    "robofy__inbox_sessions",
+    "sessions",
+    "last_message_time",
+    "created_on",
+    "session_id",
+    settle=STATUS_SETTLE,
+)
+_LEADS_LIST = _ListSpec("robofy__leads", "leads", "created_at", "created_at", "id")
+
+
 @dataclass
 class _Scan:
     """One chatbot's list scan: the in-window records and how the scan went."""
@@ -435,17 +460,12 @@ class _Scan:
 def _scan(
     api: RobofyClient,
     t: _Tracker,
-    table: str,
-    endpoint: str,
-    order_field: str,
-    slice_field: str,
-    key_field: str,
+    spec: _ListSpec,
     window: Window,
     chatbot_id: str,
     project_id: int,
     *,
     full_scan: bool,
-    settle: timedelta = timedelta(0),
 ) -> _Scan:
     """Walks a newest-first list, keeping records whose ``slice_field`` falls in the window.
 
@@ -457,7 +477,13 @@ def _scan(
     start minus ``settle`` are kept in ``continued``: conversations that went on, or whose status
     may have changed since their last message.
     """
-    horizon = window.start_dt - settle
+    table, endpoint, slice_field, key_field = (
+        spec.table,
+        spec.endpoint,
+        spec.slice_field,
+        spec.key_field,
+    )
+    horizon = window.start_dt - spec.settle
     scan = _Scan(chatbot_id, project_id)
     params: dict[str, Any] = {"chatbot_id": chatbot_id}
     if endpoint == "leads":
@@ -474,7 +500,7 @@ def _scan(
                     if key in seen:
                         scan.unstable = True
                     seen.add(key)
-                order_value = t.ts(record.get(order_field))
+                order_value = t.ts(record.get(spec.order_field))
                 if order_value is None or (previous is not None and order_value > previous):
                     if scan.ordered:
                         log.info(
@@ -521,8 +547,9 @@ def _moment(value: Any) -> datetime:
     return parsed or _EARLIEST
 
 
-def _merge(first: _Scan, second: _Scan, key_field: str, order_field: str) -> _Scan:
+def _merge(first: _Scan, second: _Scan, spec: _ListSpec) -> _Scan:
     """The union of two scans of one list, keeping each key's most recent record."""
+    key_field, order_field = spec.key_field, spec.order_field
 
     def by_key(
         items: list[tuple[datetime, dict[str, Any]]],
@@ -552,16 +579,11 @@ def _merge(first: _Scan, second: _Scan, key_field: str, order_field: str) -> _Sc
 def _scan_all(
     api: RobofyClient,
     t: _Tracker,
-    table: str,
-    endpoint: str,
-    order_field: str,
-    slice_field: str,
-    key_field: str,
+    spec: _ListSpec,
     window: Window,
     chatbots: Sequence[tuple[str, int]],
     *,
     full_scan: bool,
-    settle: timedelta = timedelta(0),
 ) -> list[_Scan]:
     """Scans every chatbot's list at once; a list that moved under its paging is scanned again.
 
@@ -571,27 +593,17 @@ def _scan_all(
     """
 
     def scan_once(chatbot: tuple[str, int]) -> _Scan:
-        return _scan(
-            api,
-            t,
-            table,
-            endpoint,
-            order_field,
-            slice_field,
-            key_field,
-            window,
-            *chatbot,
-            full_scan=full_scan,
-            settle=settle,
-        )
+        return _scan(api, t, spec, window, *chatbot, full_scan=full_scan)
 
     def one(chatbot: tuple[str, int]) -> _Scan:
         scan = scan_once(chatbot)
         while scan.unstable and scan.attempts < SCAN_ATTEMPTS:
-            log.info("%s of chatbot %s moved during the scan: scanning again", endpoint, chatbot[0])
+            log.info(
+                "%s of chatbot %s moved during the scan: scanning again", spec.endpoint, chatbot[0]
+            )
             again = scan_once(chatbot)
             unstable = again.unstable
-            scan = _merge(scan, again, key_field, order_field)
+            scan = _merge(scan, again, spec)
             scan.unstable = unstable
         return scan
 
@@ -735,24 +747,12 @@ def _sync_conversations(
 ) -> SyncReport:
     """`sync_conversations` for a window synced in one pass."""
     t = _Tracker(api, "conversations", str(window), naive_tz)
-    sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
+    sessions_table, messages_table = _SESSIONS_LIST.table, "robofy__chat_messages"
     chatbots = active_chatbots(wh)
     chatbot_ids = [c for c, _ in chatbots]
     stored = wh.session_watermarks(chatbot_ids, window.start, window.end)
 
-    scans = _scan_all(
-        api,
-        t,
-        sessions_table,
-        "sessions",
-        "last_message_time",
-        "created_on",
-        "session_id",
-        window,
-        chatbots,
-        full_scan=full_scan,
-        settle=STATUS_SETTLE,
-    )
+    scans = _scan_all(api, t, _SESSIONS_LIST, window, chatbots, full_scan=full_scan)
     # A chatbot deleted since the snapshot (404) keeps its stored data untouched this run.
     chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
     chatbot_ids = [c for c, _ in chatbots]
@@ -1097,20 +1097,9 @@ def sync_leads(
 ) -> SyncReport:
     """Leads created in ``window``, one transaction replacing those days for every chatbot."""
     t = _Tracker(api, "leads", str(window), naive_tz)
-    table = "robofy__leads"
+    table = _LEADS_LIST.table
     chatbots = active_chatbots(wh)
-    scans = _scan_all(
-        api,
-        t,
-        table,
-        "leads",
-        "created_at",
-        "created_at",
-        "id",
-        window,
-        chatbots,
-        full_scan=full_scan,
-    )
+    scans = _scan_all(api, t, _LEADS_LIST, window, chatbots, full_scan=full_scan)
     chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
     rows: dict[str, dict[str, Any]] = {}
     for scan in scans:
