@@ -134,35 +134,49 @@ def reconcile_daily_activity(
 ) -> CheckOutcome:
     """Daily message totals from transcripts agree with the stats API within a tolerance.
 
-    Only settled days are compared: days both sources cover, after the first day with data
-    (conversations that started before it are not loaded) and more than ``settle_days`` before
-    the latest day (the platform still aggregates and restates recent stats). A day disagrees
-    when the difference is above ``min_abs`` messages and above ``tolerance`` of the stats total.
+    Only settled days are compared: days both sources cover, more than ``settle_days`` before
+    the latest day (the platform still aggregates and restates recent stats), and far enough
+    after the first day with data that no conversation started before it can still have
+    messages on them. Those conversations are not loaded (they started outside the synced
+    range), but the stats count their messages; a conversation can go on for days, so the
+    first ``span`` days are skipped, ``span`` being the longest conversation loaded, in days.
+    A day disagrees when the difference is above ``min_abs`` messages and above ``tolerance``
+    of the stats total.
     """
-    total_days, bad_days, transcript_msgs, stats_msgs, worst = conn.execute(
+    total_days, bad_days, transcript_msgs, stats_msgs, worst, span = conn.execute(
         """
-        with compared as (
+        with span as (
+            select coalesce(
+                max(date_diff('day', started_at::date, last_message_at::date)), 0
+            )::integer as days
+            from marts.sessions
+        ),
+        bounds as (
+            select min(activity_date) as first_day, max(activity_date) as last_day
+            from marts.chatbot_daily_activity
+        ),
+        compared as (
             select activity_date, chatbot_id, messages, stats_total_messages,
                    abs(messages - stats_total_messages) as diff
-            from marts.chatbot_daily_activity
+            from marts.chatbot_daily_activity, bounds, span
             where messages is not null and stats_total_messages is not null
-              and activity_date > (select min(activity_date) from marts.chatbot_daily_activity)
-              and activity_date <= (select max(activity_date) from marts.chatbot_daily_activity)
-                                   - ?::integer
+              and activity_date > first_day + span.days
+              and activity_date <= last_day - ?::integer
         )
         select count(*),
                count(*) filter (where diff > ? and diff > ? * stats_total_messages),
                coalesce(sum(messages), 0), coalesce(sum(stats_total_messages), 0),
-               coalesce(max(diff), 0)
+               coalesce(max(diff), 0), (select days from span)
         from compared
         """,
         [settle_days, min_abs, tolerance],
-    ).fetchone() or (0, 0, 0, 0, 0)
+    ).fetchone() or (0, 0, 0, 0, 0, 0)
     return CheckOutcome(
         passed=bad_days == 0,
         description="transcript message counts reconcile with the stats API per chatbot-day",
         metadata={
             "days_compared": total_days,
+            "longest_conversation_days": span,
             "days_out_of_tolerance": bad_days,
             "transcript_messages": transcript_msgs,
             "stats_messages": stats_msgs,

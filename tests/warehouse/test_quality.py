@@ -73,3 +73,53 @@ def test_unique_key_and_orphans_catch_the_defects(conn: duckdb.DuckDBPyConnectio
         " values (1, '{}', now(), 'r', 'snapshot')"
     )
     assert quality.orphans(conn, ref).passed
+
+
+def _activity(
+    conn: duckdb.DuckDBPyConnection,
+    days: dict[str, tuple[int, int]],
+    longest_conversation_days: int,
+) -> None:
+    """Minimal marts: per day (transcript messages, stats messages); one session that long."""
+    conn.execute("create schema if not exists marts")
+    conn.execute(
+        "create table marts.chatbot_daily_activity (activity_date date, chatbot_id varchar,"
+        " messages integer, stats_total_messages integer)"
+    )
+    for day, (messages, stats) in days.items():
+        conn.execute(
+            "insert into marts.chatbot_daily_activity values (?, 'b1', ?, ?)",
+            [day, messages, stats],
+        )
+    start = datetime(2026, 11, 1, 9)
+    conn.execute(
+        "create table marts.sessions as select ?::timestamp as started_at,"
+        " ?::timestamp as last_message_at",
+        [start, start + timedelta(days=longest_conversation_days)],
+    )
+
+
+def test_reconciliation_skips_days_that_conversations_from_before_the_range_reach(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    """Days 2-3 lack messages of conversations that started before day 1 (never loaded)."""
+    days = {f"2026-11-{d:02d}": (100, 100) for d in range(1, 11)}
+    days["2026-11-02"] = (60, 100)
+    days["2026-11-03"] = (80, 100)
+    _activity(conn, days, longest_conversation_days=2)
+    outcome = quality.reconcile_daily_activity(conn)
+    assert outcome.passed, outcome.metadata
+    assert outcome.metadata["longest_conversation_days"] == 2
+    assert outcome.metadata["days_compared"] == 5  # the 4th to the 8th (9th, 10th: settling)
+
+
+def test_reconciliation_fails_on_a_settled_day_that_disagrees(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    days = {f"2026-11-{d:02d}": (100, 100) for d in range(1, 11)}
+    days["2026-11-06"] = (70, 100)
+    _activity(conn, days, longest_conversation_days=2)
+    outcome = quality.reconcile_daily_activity(conn)
+    assert not outcome.passed
+    assert outcome.metadata["days_out_of_tolerance"] == 1
+    assert outcome.metadata["largest_daily_difference"] == 30
