@@ -25,20 +25,22 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from robofy_etl.api import (
     ENDPOINTS,
+    RobofyAuthError,
     RobofyClient,
+    RobofyError,
     RobofyNotFoundError,
     find_drift,
     parse_timestamp,
 )
-from robofy_etl.warehouse import LoadCounts, Slice, Warehouse
-from robofy_etl.warehouse.load import encode_payload
+from robofy_etl.warehouse import LoadCounts, Slice, Warehouse, ledger
+from robofy_etl.warehouse.load import encode_payload, replace_slice
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,19 @@ SCAN_ATTEMPTS = 3
 PROGRESS_EVERY_S = 5.0
 # The stats endpoint is asked for at most this many days per request.
 STATS_MAX_DAYS = 31
+# Plausible timestamps: anything earlier, or more than this far ahead of the clock, is a glitch.
+PLAUSIBLE_FROM = datetime(2015, 1, 1)
+PLAUSIBLE_AHEAD = timedelta(days=1)
+# A stored lead (which has no endpoint of its own to ask) is deleted only after this many
+# complete scans in a row did not list it.
+MISSES_TO_DELETE = 3
+# A transcript that ends before its listing's last message time is fetched again on every run;
+# after this many fetches that all end there, it is taken as complete (the API's two clocks may
+# simply disagree).
+SHORT_TRANSCRIPT_ATTEMPTS = 3
+# Transcript requests failing in a row before the run stops asking (the API is down, not one
+# conversation).
+MAX_FAILURES_IN_A_ROW = 25
 # Contract fields documented as optional; their absence is not drift. Every other contract
 # field absent from all records of a load is reported, so `meta.schema_drift` shows where the
 # live API differs from the assumed contract.
@@ -137,7 +152,10 @@ class SyncReport:
     api: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
     unparseable_timestamps: int = 0
+    implausible_timestamps: int = 0
     drift: list[str] = field(default_factory=list)
+    # What did not load, and why: one line each. A run with problems ends non-zero.
+    problems: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
 
@@ -168,6 +186,8 @@ class SyncReport:
             **{f"api_{k}": v for k, v in self.api.items()},
             "quarantined": self.quarantined,
             "unparseable_timestamps": self.unparseable_timestamps,
+            "implausible_timestamps": self.implausible_timestamps,
+            "problems": "\n".join(self.problems) if self.problems else "none",
             "schema_drift": ", ".join(self.drift) if self.drift else "none",
             **self.details,
             "duration_s": round(self.duration_s, 3),
@@ -189,16 +209,36 @@ class _Tracker:
         self._seen: Counter[str] = Counter()
         self._shapes: dict[tuple[str, tuple[str, ...]], tuple[set[str], set[str]]] = {}
         self._lock = threading.Lock()
+        self.latest_plausible = _utc_now() + PLAUSIBLE_AHEAD
 
     def ts(self, value: Any) -> datetime | None:
-        """Parses a timestamp; counts values that are present but unparseable."""
+        """Parses a timestamp; counts values that are present but unparseable or implausible.
+
+        A time before ``PLAUSIBLE_FROM`` or more than ``PLAUSIBLE_AHEAD`` in the future is a
+        glitch (year 1, year 9999): it is treated like an unparseable one (None).
+        """
+        return self.checked_ts(value)[0]
+
+    def checked_ts(self, value: Any) -> tuple[datetime | None, str | None]:
+        """A timestamp and, when it is present but unusable, why: unparseable or implausible."""
         if value is None or value == "":
-            return None
+            return None, None
         parsed = parse_timestamp(value, naive_tz=self.naive_tz)
         if parsed is None:
             with self._lock:
                 self.report.unparseable_timestamps += 1
-        return parsed
+            return None, "unparseable"
+        if not PLAUSIBLE_FROM <= parsed <= self.latest_plausible:
+            with self._lock:
+                self.report.implausible_timestamps += 1
+            return None, "implausible"
+        return parsed, None
+
+    def problem(self, text: str) -> None:
+        """Something did not load: it is reported, and the run ends non-zero."""
+        with self._lock:
+            self.report.problems.append(text)
+        log.warning("%s", text)
 
     def observe(self, table: str, record: Mapping[str, Any]) -> None:
         # Records of one stream nearly always share their key set: compare each set once.
@@ -267,6 +307,10 @@ class _Tracker:
         return self.report
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def _day(moment: datetime) -> str:
     return moment.date().isoformat()
 
@@ -297,9 +341,15 @@ def _str(value: Any) -> str | None:
 def sync_projects(
     api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
 ) -> SyncReport:
-    """Full snapshot of the account's projects, merged on project_id (vanished: soft-deleted)."""
+    """Full snapshot of the account's projects, merged on project_id.
+
+    A stored project the listing leaves out is marked deleted only when its own endpoint
+    (Retrieve Project) answers 404; if it still answers, the listing was incomplete and the
+    project is kept (and reported).
+    """
     t = _Tracker(api, "projects", "snapshot", naive_tz)
     table = "robofy__projects"
+    stored = active_project_ids(wh)
     rows: list[dict[str, Any]] = []
     for record in api.iter_items("projects"):
         t.observe(table, record)
@@ -316,27 +366,49 @@ def sync_projects(
                 "_slice": "snapshot",
             }
         )
-    return _write(wh, run_id, t, table, rows, scope=None)
+    listed = {row["project_id"] for row in rows}
+    vanished = [p for p in stored if p not in listed]
+    gone = _confirm_vanished(api, t, "project", [(str(p), {"project_id": p}) for p in vanished])
+    within = {"project_id": sorted(listed | {int(p) for p in gone})}
+    return _write(wh, run_id, t, table, rows, scope=None, within=within)
 
 
 def sync_chatbots(
     api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
 ) -> SyncReport:
-    """Full snapshot of every live project's chatbots, merged on chatbot_id."""
+    """Full snapshot of every live project's chatbots, merged on chatbot_id.
+
+    A stored chatbot the listing leaves out is marked deleted only when its own endpoint
+    (Retrieve Agent) answers 404. A project whose chatbots cannot be listed (403, an error on
+    every attempt) keeps its chatbots as they are, and the problem is reported.
+    """
     t = _Tracker(api, "chatbots", "snapshot", naive_tz)
     table = "robofy__chatbots"
     project_ids = active_project_ids(wh)
+    stored = active_chatbots(wh)
 
-    def list_chatbots(project_id: int) -> list[dict[str, Any]]:
+    def list_chatbots(project_id: int) -> list[dict[str, Any]] | RobofyError:
         try:
             return list(api.iter_items("chatbots", project_id=project_id))
         except RobofyNotFoundError:
-            # Deleted since the project snapshot: its chatbots are marked deleted below.
+            # Deleted since the project snapshot: its chatbots are checked below.
             log.warning("project %s is gone (404 listing its chatbots)", project_id)
             return []
+        except RobofyError as exc:
+            if _fatal(exc):
+                raise
+            return exc
 
     rows: list[dict[str, Any]] = []
+    unlisted: set[int] = set()
     for project_id, records in api.fan_out(project_ids, list_chatbots):
+        if isinstance(records, RobofyError):
+            unlisted.add(project_id)
+            t.problem(
+                f"chatbots of project {project_id} did not load: {_reason(records)}. Its stored "
+                "chatbots are kept; the next run retries."
+            )
+            continue
         for record in records:
             t.observe(table, record)
             chatbot_id = _str(record.get("chatbot_id"))
@@ -353,9 +425,54 @@ def sync_chatbots(
                     "_slice": "snapshot",
                 }
             )
-    report = _write(wh, run_id, t, table, rows, scope=None)
+    listed = {row["chatbot_id"] for row in rows}
+    vanished = [(c, p) for c, p in stored if c not in listed and p not in unlisted]
+    gone = _confirm_vanished(
+        api, t, "chatbot", [(c, {"project_id": p, "chatbot_id": c}) for c, p in vanished]
+    )
+    within = {"chatbot_id": sorted(listed | set(gone))}
+    report = _write(wh, run_id, t, table, rows, scope=None, within=within)
     report.details["projects"] = len(project_ids)
     return report
+
+
+def _confirm_vanished(
+    api: RobofyClient,
+    t: _Tracker,
+    endpoint: str,
+    vanished: Sequence[tuple[str, Mapping[str, Any]]],
+) -> list[str]:
+    """Asks each vanished entity's own endpoint; returns the keys that answer 404 (gone).
+
+    One that still answers was left out of an incomplete listing: it is kept and reported.
+    Another error proves nothing: it is kept, and asked again by the next run.
+    """
+
+    def ask(item: tuple[str, Mapping[str, Any]]) -> str:
+        try:
+            api.get_one(endpoint, **item[1])
+        except RobofyNotFoundError:
+            return "gone"
+        except RobofyError as exc:
+            if _fatal(exc):
+                raise
+            return "unknown"
+        return "exists"
+
+    gone: list[str] = []
+    kept: list[str] = []
+    for (key, _), answer in api.fan_out(list(vanished), ask):
+        if answer == "gone":
+            gone.append(key)
+        elif answer == "exists":
+            kept.append(key)
+    if kept:
+        t.problem(
+            f"the {endpoint} listing left out {len(kept)} {endpoint}(s) that still exist "
+            f"({', '.join(sorted(kept)[:5])}): the listing was incomplete, so they are kept as "
+            "they were."
+        )
+    return gone
 
 
 def _window_scope(window: Window, chatbots: Sequence[tuple[str, int]]) -> Slice:
@@ -373,13 +490,15 @@ def _write(
     rows: list[dict[str, Any]],
     *,
     scope: Slice | None,
+    within: Mapping[str, Sequence[Any]] | None = None,
 ) -> SyncReport:
-    """One transaction: the rows (a snapshot merge when ``scope`` is None, else a slice
-    replacement), their drift and quarantine, and the audit row."""
+    """One transaction: the rows (a snapshot merge, soft-deleting keys of ``within`` that are
+    not in ``rows``, when ``scope`` is None; else a slice replacement), their drift and
+    quarantine, and the audit row."""
     label = "snapshot" if scope is None else t.report.window
     with wh.transaction(run_id=run_id) as tx:
         if scope is None:
-            counts = tx.merge_snapshot(table, rows)
+            counts = tx.merge_snapshot(table, rows, within)
             t.report.rows[table] = tx.count(table, Slice())
         else:
             counts = tx.replace(table, rows, slice=scope)
@@ -454,7 +573,16 @@ class _Scan:
     # while newer activity pushed items down). Items can then also have been skipped.
     unstable: bool = False
     gone: bool = False  # the chatbot answered 404: deleted since the snapshot
+    failed: str | None = None  # why the scan did not complete (its stored rows stay as they are)
     attempts: int = 1
+
+    @property
+    def usable(self) -> bool:
+        return not self.gone and self.failed is None
+
+    def keys(self, key_field: str) -> set[str]:
+        """The keys of the in-window records this scan listed."""
+        return {k for k in (_str(r.get(key_field)) for _, r in self.records) if k is not None}
 
 
 def _scan(
@@ -489,13 +617,13 @@ def _scan(
     if endpoint == "leads":
         params["project_id"] = project_id
     previous: datetime | None = None
-    seen: set[object] = set()
+    seen: set[str] = set()
     try:
         for page in api.paginate(endpoint, **params):
             scan.pages += 1
             for record in page.items:
                 t.observe(table, record)
-                key = record.get(key_field)
+                key = _str(record.get(key_field))
                 if key is not None:
                     if key in seen:
                         scan.unstable = True
@@ -512,10 +640,15 @@ def _scan(
                     scan.ordered = False
                 if order_value is not None:
                     previous = order_value if previous is None else min(previous, order_value)
-                slice_value = t.ts(record.get(slice_field))
+                slice_value, bad = t.checked_ts(record.get(slice_field))
                 if slice_value is None:
-                    if record.get(slice_field) in (None, ""):
+                    if bad is None:
                         reason = f"missing '{slice_field}', so its day is unknown"
+                    elif bad == "implausible":
+                        reason = (
+                            f"implausible '{slice_field}' (before {PLAUSIBLE_FROM.year} or "
+                            f"more than a day ahead): {record.get(slice_field)!r}"
+                        )
                     else:
                         reason = f"unparseable '{slice_field}': {record.get(slice_field)!r}"
                     t.reject(table, reason, {**record, "chatbot_id": chatbot_id})
@@ -536,15 +669,29 @@ def _scan(
         scan.gone = True
         scan.records.clear()
         scan.continued.clear()
+    except RobofyError as exc:
+        if _fatal(exc):
+            raise
+        scan.failed = _reason(exc)
+        scan.records.clear()
+        scan.continued.clear()
     return scan
 
 
-_EARLIEST = datetime(1, 1, 1)
+def _fatal(exc: RobofyError) -> bool:
+    """Errors that stop the whole run: a wrong key (401) fails every request alike."""
+    return isinstance(exc, RobofyAuthError) and getattr(exc, "status", None) == 401
 
 
-def _moment(value: Any) -> datetime:
-    parsed = parse_timestamp(value) if value else None
-    return parsed or _EARLIEST
+def _reason(exc: RobofyError) -> str:
+    """A one-line reason for a request that failed on every attempt."""
+    if isinstance(exc, RobofyAuthError):
+        return (
+            "permission denied (403): the API key may not read this resource; grant it access "
+            "to this chatbot in Robofy (other chatbots still load)"
+        )
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _merge(first: _Scan, second: _Scan, spec: _ListSpec) -> _Scan:
@@ -553,18 +700,18 @@ def _merge(first: _Scan, second: _Scan, spec: _ListSpec) -> _Scan:
 
     def by_key(
         items: list[tuple[datetime, dict[str, Any]]],
-        into: dict[object, tuple[datetime, dict[str, Any]]],
+        into: dict[str | None, tuple[datetime, dict[str, Any]]],
     ) -> None:
         for started, record in items:
-            key = record.get(key_field)
+            key = _str(record.get(key_field))
             old = into.get(key)
             if old is None or str(record.get(order_field) or "") > str(
                 old[1].get(order_field) or ""
             ):
                 into[key] = (started, record)
 
-    records: dict[object, tuple[datetime, dict[str, Any]]] = {}
-    continued: dict[object, tuple[datetime, dict[str, Any]]] = {}
+    records: dict[str | None, tuple[datetime, dict[str, Any]]] = {}
+    continued: dict[str | None, tuple[datetime, dict[str, Any]]] = {}
     for scan in (first, second):
         by_key(scan.records, records)
         by_key(scan.continued, continued)
@@ -615,10 +762,25 @@ def _scan_all(
     details["list_scans_unordered"] = sum(not s.ordered for s in scans)
     details["list_scans_repeated"] = sum(s.attempts > 1 for s in scans)
     details["chatbots_gone"] = sum(s.gone for s in scans)
+    details["list_scans_failed"] = sum(s.failed is not None for s in scans)
+    for scan in scans:
+        if scan.failed is not None:
+            t.problem(
+                f"{spec.endpoint} of chatbot {scan.chatbot_id} ({window}) did not load: "
+                f"{scan.failed}. Its stored rows are kept; the next run retries it."
+            )
     return scans
 
 
 # --------------------------------------------------------------------------- sessions + messages
+
+_MESSAGES_TABLE = "robofy__chat_messages"
+_SESSION_KEY = ("chatbot_id", "session_id")
+_MESSAGE_KEY = ("chatbot_id", "session_id", "message_id")
+_GONE = "session removed from Robofy: no longer listed, and its transcript answers 404"
+_REPLACED = "not in its session's transcript any more (a complete fetch)"
+# (chatbot_id, session_id, project_id, start day): one transcript to fetch
+_Task = tuple[str, str, int, str]
 
 
 def _message_rows(
@@ -628,32 +790,43 @@ def _message_rows(
     project_id: int,
     day: str,
     records: Iterable[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    table = "robofy__chat_messages"
+) -> tuple[list[dict[str, Any]], int]:
+    """One transcript's rows, and how many of its messages were quarantined.
+
+    ``ordinal`` counts the messages kept, in API order: a message without an id is quarantined
+    and a message repeated (the same id twice, e.g. across pages) is kept once, where it first
+    appeared, so neither shifts the ordinals of the others.
+    """
     rows: list[dict[str, Any]] = []
-    for ordinal, record in enumerate(records):
-        t.observe(table, record)
+    seen: set[str] = set()
+    rejected = 0
+    for record in records:
+        t.observe(_MESSAGES_TABLE, record)
         message_id = _str(record.get("id", record.get("message_id")))
         if message_id is None:
             t.reject(
-                table,
+                _MESSAGES_TABLE,
                 "missing message id ('id')",
                 {**record, "chatbot_id": chatbot_id, "session_id": session_id},
             )
+            rejected += 1
             continue
+        if message_id in seen:
+            continue
+        seen.add(message_id)
         rows.append(
             {
                 "chatbot_id": chatbot_id,
                 "session_id": session_id,
                 "message_id": message_id,
                 "project_id": project_id,
-                "ordinal": ordinal,
+                "ordinal": len(rows),
                 "sent_at": t.ts(_message_time(record)),
                 "_payload": record,
                 "_slice": day,
             }
         )
-    return rows
+    return rows, rejected
 
 
 def _message_time(record: Mapping[str, Any]) -> Any:
@@ -671,6 +844,107 @@ def _message_time(record: Mapping[str, Any]) -> Any:
     return None
 
 
+@dataclass
+class _Transcript:
+    """One fetched transcript as rows, and whether it arrived complete.
+
+    Attributes:
+        rows: the messages that arrived (empty when the request failed).
+        problem: why it is not complete (None: complete). An incomplete transcript never
+            replaces what is stored: its messages are added by message key, and it stays in
+            ``meta.outstanding`` until a later run fetches it complete.
+        failed: no transcript arrived at all (404, or an error on every attempt).
+    """
+
+    rows: list[dict[str, Any]]
+    problem: str | None = None
+    failed: bool = False
+
+
+def _transcript(
+    t: _Tracker,
+    task: _Task,
+    result: list[dict[str, Any]] | RobofyError,
+    expected_last: datetime | None,
+    attempts: int,
+) -> _Transcript:
+    """Classifies one transcript fetch: complete, incomplete (with why) or failed."""
+    chatbot_id, session_id, project_id, day = task
+    if isinstance(result, RobofyNotFoundError):
+        return _Transcript([], "its transcript answered 404 (Not Found)", failed=True)
+    if isinstance(result, RobofyError):
+        return _Transcript([], _reason(result), failed=True)
+    rows, rejected = _message_rows(t, chatbot_id, session_id, project_id, day, result)
+    if rejected:
+        return _Transcript(rows, f"{rejected} message(s) without an id (see meta.quarantine)")
+    if expected_last is not None:
+        times = [row["sent_at"] for row in rows if row["sent_at"] is not None]
+        last = max(times) if times else None
+        short = not rows or (last is not None and last + timedelta(seconds=1) < expected_last)
+        if short and attempts + 1 < SHORT_TRANSCRIPT_ATTEMPTS:
+            return _Transcript(
+                rows,
+                f"it ends at {last or 'no message'}, but its listing's last message is at "
+                f"{expected_last} (a page was cut short?)",
+            )
+        if short:
+            log.warning(
+                "transcript of %s/%s still ends at %s (listing: %s) after %d fetches: taken as "
+                "complete",
+                chatbot_id,
+                session_id,
+                last,
+                expected_last,
+                attempts + 1,
+            )
+    return _Transcript(rows)
+
+
+def _fetcher(api: RobofyClient) -> Callable[[_Task], list[dict[str, Any]] | RobofyError]:
+    """Fetches one transcript; an error other than a wrong key is returned, not raised."""
+
+    def fetch(task: _Task) -> list[dict[str, Any]] | RobofyError:
+        chatbot_id, session_id, _, _ = task
+        try:
+            return list(api.iter_items("transcript", chatbot_id=chatbot_id, session_id=session_id))
+        except RobofyError as exc:
+            if _fatal(exc):
+                raise
+            return exc
+
+    return fetch
+
+
+class _FailureBreaker:
+    """Stops a fan-out once many requests in a row failed: the API is down, not one record."""
+
+    def __init__(self, limit: int = MAX_FAILURES_IN_A_ROW) -> None:
+        self.limit = limit
+        self.in_a_row = 0
+
+    def see(self, result: object) -> None:
+        if isinstance(result, RobofyError) and not isinstance(result, RobofyNotFoundError):
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                raise RobofyError(
+                    f"{self.in_a_row} transcript requests in a row failed (last: "
+                    f"{_reason(result)}); the API seems unavailable, so this run stops. "
+                    "Everything written so far is kept; the next run resumes."
+                ) from result
+        else:
+            self.in_a_row = 0
+
+
+def _outstanding_note(kind: str, items: Sequence[tuple[str, str, str]]) -> str:
+    """One problem line for many items: ``(chatbot_id, item, reason)``, a few named."""
+    shown = "; ".join(f"{c}/{i}: {r}" for c, i, r in items[:3])
+    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+    return (
+        f"{len(items)} {kind} did not arrive complete: {shown}{more}. What was stored is kept; "
+        "every run retries them (robofy-etl status lists them)."
+    )
+
+
 def sync_conversations(
     api: RobofyClient,
     wh: Warehouse,
@@ -681,11 +955,19 @@ def sync_conversations(
     full_scan: bool = False,
     chunk_sessions: int = TRANSCRIPT_CHUNK,
     pass_days: int | None = None,
+    refetch: bool = False,
 ) -> SyncReport:
     """Inbox sessions started in ``window`` and their transcripts (new or changed sessions only).
 
     Writes ``raw.robofy__inbox_sessions`` and ``raw.robofy__chat_messages`` together, one
     transaction per run of whole days, so a session and its messages are never out of step.
+
+    Nothing stored is deleted because a response came back short. A stored session missing
+    from the listing is removed only when its own transcript answers 404; if it still exists,
+    the listing was incomplete, so the run keeps every stored row of that chatbot and reports
+    it. A transcript that does not arrive complete (404, an error on every attempt, a page cut
+    short, a malformed message) never replaces the stored one and is retried by every run until
+    it does (``meta.outstanding``). ``refetch`` fetches every transcript of the window again.
 
     A window longer than ``pass_days`` (default ``BACKFILL_PASS_DAYS``) is synced in passes of
     that many days, oldest first, each with its own list scan: the sessions listed for a pass
@@ -694,18 +976,16 @@ def sync_conversations(
     only, a small share of the requests; transcripts are fetched once).
     """
     passes = window.split(pass_days or BACKFILL_PASS_DAYS)
+    options = (naive_tz, full_scan, chunk_sessions, refetch)
     if len(passes) == 1:
-        return _sync_conversations(api, wh, run_id, window, naive_tz, full_scan, chunk_sessions)
+        return _sync_conversations(api, wh, run_id, window, *options)
     log.info(
         "%s spans %d days: syncing it in %d passes, oldest first",
         window,
         (window.end - window.start).days,
         len(passes),
     )
-    reports = [
-        _sync_conversations(api, wh, run_id, part, naive_tz, full_scan, chunk_sessions)
-        for part in passes
-    ]
+    reports = [_sync_conversations(api, wh, run_id, part, *options) for part in passes]
     return _combined(window, reports)
 
 
@@ -725,7 +1005,9 @@ def _combined(window: Window, reports: Sequence[SyncReport]) -> SyncReport:
             out.api[name] = out.api.get(name, 0) + value
         out.quarantined += report.quarantined
         out.unparseable_timestamps += report.unparseable_timestamps
+        out.implausible_timestamps += report.implausible_timestamps
         out.drift += [entry for entry in report.drift if entry not in out.drift]
+        out.problems += report.problems
         for name, value in report.details.items():
             if name in _NOT_ADDITIVE or not isinstance(value, int):
                 out.details[name] = max(value, out.details.get(name, value))
@@ -736,6 +1018,141 @@ def _combined(window: Window, reports: Sequence[SyncReport]) -> SyncReport:
     return out
 
 
+def _stored_by_chatbot(keys: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for chatbot_id, key in keys:
+        out.setdefault(chatbot_id, set()).add(key)
+    return out
+
+
+def _rescan_short(
+    api: RobofyClient,
+    t: _Tracker,
+    spec: _ListSpec,
+    window: Window,
+    scans: list[_Scan],
+    stored: Mapping[str, set[str]],
+) -> list[_Scan]:
+    """Scans a list again, in full, when a scan that stopped early did not list stored keys.
+
+    One record with an old order value (an outlier) stops a newest-first scan early; the keys
+    it skipped are then missing. Reading the whole list settles whether they are still there.
+    """
+    redo = [
+        s
+        for s in scans
+        if s.usable and s.stopped_early and stored.get(s.chatbot_id, set()) - s.keys(spec.key_field)
+    ]
+    if not redo:
+        return scans
+    log.info(
+        "%d %s scans stopped early but missed stored rows: scanning them in full",
+        len(redo),
+        spec.endpoint,
+    )
+
+    def again(scan: _Scan) -> _Scan:
+        full = _scan(api, t, spec, window, scan.chatbot_id, scan.project_id, full_scan=True)
+        return full if not full.usable else _merge(scan, full, spec)
+
+    redone = {s.chatbot_id: s for _, s in api.fan_out(redo, again)}
+    t.report.details["list_scans_redone_in_full"] = len(redo)
+    return [redone.get(s.chatbot_id, s) for s in scans]
+
+
+def _confirm_gone(
+    api: RobofyClient, t: _Tracker, window: Window, missing: Mapping[tuple[str, int], list[str]]
+) -> set[tuple[str, str]]:
+    """Asks for the transcript of each stored session the listing did not show.
+
+    A 404 is evidence that the session is gone. A transcript that answers means the listing was
+    incomplete: that chatbot's stored sessions are all kept (none is removed this run) and the
+    problem is reported. Any other error proves nothing: the session is kept.
+    """
+
+    def probe(item: tuple[tuple[str, int], list[str]]) -> tuple[list[str], str | None]:
+        (chatbot_id, _), session_ids = item
+        gone: list[str] = []
+        for session_id in session_ids:
+            try:
+                next(iter(api.paginate("transcript", chatbot_id=chatbot_id, session_id=session_id)))
+            except RobofyNotFoundError:
+                gone.append(session_id)
+                continue
+            except (RobofyError, StopIteration) as exc:
+                if isinstance(exc, RobofyError) and _fatal(exc):
+                    raise
+                continue
+            return [], session_id  # it exists: the listing left it out
+        return gone, None
+
+    confirmed: set[tuple[str, str]] = set()
+    items = [(chatbot, ids) for chatbot, ids in missing.items() if ids]
+    for ((chatbot_id, _), ids), (gone, existing) in api.fan_out(items, probe):
+        if existing is not None:
+            t.problem(
+                f"sessions of chatbot {chatbot_id} ({window}): the listing left out {len(ids)} "
+                f"stored session(s), and at least one still exists (e.g. {existing}): the "
+                "listing was incomplete (an empty page, a page without its next token, or an "
+                "order outlier). Every stored session of this chatbot is kept; the next run "
+                "scans it again."
+            )
+        confirmed.update((chatbot_id, session_id) for session_id in gone)
+    t.report.details["sessions_confirmed_gone"] = len(confirmed)
+    return confirmed
+
+
+def _list_ledger(
+    tx: Any, table: str, endpoint: str, window: Window, scans: Sequence[_Scan]
+) -> None:
+    """Records failed list scans as outstanding; forgets those a usable scan now covers."""
+    _ledger_ranges(
+        tx,
+        table,
+        endpoint,
+        [(s.chatbot_id, str(window), s.failed) for s in scans if s.failed],
+        [(s.chatbot_id, window) for s in scans if s.usable],
+    )
+
+
+def _ledger_ranges(
+    tx: Any,
+    table: str,
+    endpoint: str,
+    failed: Sequence[tuple[str, str, str]],
+    done: Sequence[tuple[str, Window]],
+) -> None:
+    """Marks ``(chatbot_id, 'first..last', reason)`` ranges of ``endpoint`` outstanding, and
+    forgets outstanding ranges that a range now loaded in full, ``(chatbot_id, window)``, covers.
+    """
+    ledger.mark_outstanding(
+        tx.conn,
+        table,
+        [(c, f"{endpoint} {label}", label, reason) for c, label, reason in failed],
+        run_id=tx.run_id,
+        now=tx.loaded_at,
+    )
+    loaded: dict[str, list[Window]] = {}
+    for chatbot_id, window in done:
+        loaded.setdefault(chatbot_id, []).append(window)
+    covered = [
+        (o.chatbot_id, o.item)
+        for o in ledger.outstanding(tx.conn, table)
+        if o.item.startswith(f"{endpoint} ")
+        and any(_within(o.slice, w) for w in loaded.get(o.chatbot_id, ()))
+    ]
+    ledger.clear_outstanding(tx.conn, table, covered)
+
+
+def _within(label: str | None, window: Window) -> bool:
+    """Whether a window label ``first..last`` lies inside ``window``."""
+    first, _, last = (label or "").partition("..")
+    try:
+        return window.start <= date.fromisoformat(first) and date.fromisoformat(last) < window.end
+    except ValueError:
+        return False
+
+
 def _sync_conversations(
     api: RobofyClient,
     wh: Warehouse,
@@ -744,33 +1161,47 @@ def _sync_conversations(
     naive_tz: str,
     full_scan: bool,
     chunk_sessions: int,
+    refetch: bool,
 ) -> SyncReport:
     """`sync_conversations` for a window synced in one pass."""
     t = _Tracker(api, "conversations", str(window), naive_tz)
-    sessions_table, messages_table = _SESSIONS_LIST.table, "robofy__chat_messages"
+    sessions_table = _SESSIONS_LIST.table
     chatbots = active_chatbots(wh)
     chatbot_ids = [c for c, _ in chatbots]
     stored = wh.session_watermarks(chatbot_ids, window.start, window.end)
+    with wh.connect() as conn:
+        pending = {(o.chatbot_id, o.item): o for o in ledger.outstanding(conn, _MESSAGES_TABLE)}
 
     scans = _scan_all(api, t, _SESSIONS_LIST, window, chatbots, full_scan=full_scan)
-    # A chatbot deleted since the snapshot (404) keeps its stored data untouched this run.
-    chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
+    stored_keys = _stored_by_chatbot(stored)
+    scans = _rescan_short(api, t, _SESSIONS_LIST, window, scans, stored_keys)
+    # A chatbot deleted since the snapshot (404), or whose scan failed, keeps its stored data.
+    usable = [s for s in scans if s.usable]
+    chatbots = [(s.chatbot_id, s.project_id) for s in usable]
     chatbot_ids = [c for c, _ in chatbots]
     stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
+    missing = {
+        (s.chatbot_id, s.project_id): sorted(
+            stored_keys.get(s.chatbot_id, set()) - s.keys("session_id")
+        )
+        for s in usable
+    }
+    gone = _confirm_gone(api, t, window, missing)
 
     # Session rows, by start day; transcripts needed for new or changed sessions. A listed
     # session is held as a compact tuple with its payload already serialized (far smaller than
     # the record dict; large peak RSS 516 -> 496 MB) until its days are written.
     by_day: dict[str, list[_SessionRow]] = {}
-    changed_by_day: dict[str, list[tuple[str, str, int, str]]] = {}
+    changed_by_day: dict[str, list[_Task]] = {}
+    expected_last: dict[tuple[str, str], datetime | None] = {}
     listed: set[tuple[str, str]] = set()
-    for scan in scans:
+    for scan in usable:
         for started_at, record in scan.records:
             session_id = _str(record.get("session_id"))
             if session_id is None:
                 t.reject(
                     sessions_table,
-                    "missing session id ('session_id')",
+                    "missing or invalid session id ('session_id')",
                     {**record, "chatbot_id": scan.chatbot_id},
                 )
                 continue
@@ -779,61 +1210,108 @@ def _sync_conversations(
                 continue  # the same session listed twice: the first (newest) copy wins
             listed.add(key)
             day = _day(started_at)
-            by_day.setdefault(day, []).append(
-                _session_row(t, scan.chatbot_id, session_id, scan.project_id, started_at, record)
-            )
+            row = _session_row(t, scan.chatbot_id, session_id, scan.project_id, started_at, record)
+            by_day.setdefault(day, []).append(row)
             previous = stored.get(key)
-            if previous is None or previous[0] != _watermark(record) or previous[1] != day:
+            if (
+                refetch
+                or previous is None
+                or previous[0] != _watermark(record)
+                or previous[1] != day
+                or key in pending
+            ):
                 changed_by_day.setdefault(day, []).append(
                     (scan.chatbot_id, session_id, scan.project_id, day)
                 )
+                expected_last[key] = row[4]
         scan.records = []  # held as rows now
-    vanished_by_day: dict[str, list[tuple[str, str]]] = {}
-    for key, (_, day, _) in stored.items():
-        if key not in listed:
-            vanished_by_day.setdefault(day, []).append(key)
+    gone_by_day: dict[str, list[tuple[str, str]]] = {}
+    for key in gone:
+        gone_by_day.setdefault(stored[key][1], []).append(key)
 
-    def fetch(task: tuple[str, str, int, str]) -> list[dict[str, Any]] | None:
-        chatbot_id, session_id, _, _ = task
-        try:
-            return list(api.iter_items("transcript", chatbot_id=chatbot_id, session_id=session_id))
-        except RobofyNotFoundError:
-            return None
-
-    refreshed = _refresh_continued(api, wh, run_id, t, scans, fetch)
+    fetch = _fetcher(api)
+    refreshed = _refresh_continued(api, wh, run_id, t, usable, pending, listed | set(stored), fetch)
     chunks = list(_chunks_of_days(window, changed_by_day, chunk_sessions))
     chunk_of_day = {day: n for n, days in enumerate(chunks) for day in days}
     waiting = [sum(len(changed_by_day.get(d, ())) for d in days) for days in chunks]
-    fetched: list[list[dict[str, Any]]] = [[] for _ in chunks]
+    fetched: list[list[tuple[_Task, _Transcript]]] = [[] for _ in chunks]
+    incomplete: list[tuple[str, str, str]] = []
 
-    def write(n: int, message_rows: list[dict[str, Any]]) -> None:
+    def write(n: int, results: list[tuple[_Task, _Transcript]]) -> None:
         """One transaction for chunk ``n``: its days' sessions and their changed transcripts."""
         days = chunks[n]
-        changed = [task for d in days for task in changed_by_day.get(d, [])]
-        replaced_keys = [(c, s) for c, s, _, _ in changed]
-        replaced_keys += [key for d in days for key in vanished_by_day.get(d, [])]
         part = Window(date.fromisoformat(days[0]), date.fromisoformat(days[-1]) + timedelta(days=1))
         last = n == len(chunks) - 1
+        # An incomplete transcript leaves its stored session row (and so its watermark) as it was.
+        keep = {(c, s) for (c, s, _, _), got in results if got.problem and (c, s) in stored}
+        session_rows = [
+            row for d in days for row in by_day.get(d, []) if (row[0], row[1]) not in keep
+        ]
+        gone_keys = [key for d in days for key in gone_by_day.get(d, [])]
+        complete = [(task, got) for task, got in results if got.problem is None]
+        partial = [got for _, got in results if got.problem is not None and not got.failed]
         with wh.transaction(run_id=run_id) as tx:
-            s_counts = tx.replace(
+
+            def replace(
+                table: str, rows: Any, keys: tuple[tuple[str, ...], list[Any]], why: str
+            ) -> LoadCounts:
+                return replace_slice(
+                    tx.conn,
+                    table,
+                    rows,
+                    Slice(keys=keys),
+                    loaded_at=tx.loaded_at,
+                    run_id=tx.run_id,
+                    removal_reason=why,
+                )
+
+            s_counts = replace(
                 sessions_table,
-                _session_table([row for d in days for row in by_day.get(d, [])]),
-                slice=_window_scope(part, chatbots),
+                _session_table(session_rows),
+                (_SESSION_KEY, [(r[0], r[1]) for r in session_rows] + gone_keys),
+                _GONE,
             )
-            m_counts = tx.replace(
-                messages_table,
-                message_rows,
-                slice=Slice(keys=(("chatbot_id", "session_id"), replaced_keys)),
+            m_counts = [
+                replace(_MESSAGES_TABLE, [], (_SESSION_KEY, gone_keys), _GONE),
+                replace(
+                    _MESSAGES_TABLE,
+                    [row for _, got in complete for row in got.rows],
+                    (_SESSION_KEY, [(c, s) for (c, s, _, _), _ in complete]),
+                    _REPLACED,
+                ),
+                replace(
+                    _MESSAGES_TABLE,
+                    rows := [row for got in partial for row in got.rows],
+                    (
+                        _MESSAGE_KEY,
+                        [(r["chatbot_id"], r["session_id"], r["message_id"]) for r in rows],
+                    ),
+                    _REPLACED,
+                ),
+            ]
+            ledger.clear_outstanding(
+                tx.conn,
+                _MESSAGES_TABLE,
+                [(c, s) for (c, s, _, _), _ in complete] + gone_keys,
+            )
+            ledger.mark_outstanding(
+                tx.conn,
+                _MESSAGES_TABLE,
+                [(c, s, day, got.problem) for (c, s, _, day), got in results if got.problem],
+                run_id=tx.run_id,
+                now=tx.loaded_at,
             )
             requests = t.api_delta()["requests"]
+            messages = _sum_counts(m_counts)
             tx.audit(sessions_table, slice=str(part), counts=s_counts, api_requests=requests)
-            tx.audit(messages_table, slice=str(part), counts=m_counts, api_requests=None)
+            tx.audit(_MESSAGES_TABLE, slice=str(part), counts=messages, api_requests=None)
             if last:  # by now every record has been seen: drift, quarantine and scan state
-                for table in (sessions_table, messages_table):
+                for table in (sessions_table, _MESSAGES_TABLE):
                     t.report.rows[table] = tx.count(table, _window_scope(window, chatbots))
                 t.write_extras(tx, sessions_table, str(window))
-                t.write_extras(tx, messages_table, str(window))
-                for scan in scans:
+                t.write_extras(tx, _MESSAGES_TABLE, str(window))
+                _list_ledger(tx, sessions_table, "sessions", window, scans)
+                for scan in usable:
                     tx.set_state(
                         "sessions",
                         scope=f"chatbot:{scan.chatbot_id}",
@@ -845,29 +1323,30 @@ def _sync_conversations(
                         },
                     )
         t.report.add_counts(sessions_table, s_counts)
-        t.report.add_counts(messages_table, m_counts)
+        t.report.add_counts(_MESSAGES_TABLE, messages)
 
     # Transcripts are fetched in day order by one fan-out; a chunk of days is written (by one
     # writer thread, in order) as soon as its last transcript arrives, while the next chunks
     # are still being fetched. At most the chunk being written and those being fetched are in
     # memory.
-    transcripts = missing = 0
+    transcripts = 0
     written = 0
+    breaker = _FailureBreaker()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="robofy-writer") as writer:
-        pending: Future[None] | None = None
+        pending_write: Future[None] | None = None
 
         def flush() -> None:
-            nonlocal written, pending
+            nonlocal written, pending_write
             while written < len(chunks) and waiting[written] == 0:
-                if pending is not None:
-                    pending.result()  # one transaction at a time, in day order
-                rows, fetched[written] = fetched[written], []
+                if pending_write is not None:
+                    pending_write.result()  # one transaction at a time, in day order
+                results, fetched[written] = fetched[written], []
                 last = written == len(chunks) - 1
                 if last:
-                    pending = None
-                    write(written, rows)  # in this thread: drift and quarantine are final
+                    pending_write = None
+                    write(written, results)  # in this thread: drift and quarantine are final
                 else:
-                    pending = writer.submit(write, written, rows)
+                    pending_write = writer.submit(write, written, results)
                 written += 1
 
         try:
@@ -880,7 +1359,7 @@ def _sync_conversations(
                 len(tasks),
             )
             next_report = time.monotonic() + PROGRESS_EVERY_S
-            for done, (task, records) in enumerate(api.fan_out(tasks, fetch), start=1):
+            for done, (task, result) in enumerate(api.fan_out(tasks, fetch), start=1):
                 if time.monotonic() >= next_report:
                     next_report += PROGRESS_EVERY_S
                     log.info(
@@ -890,36 +1369,51 @@ def _sync_conversations(
                         100.0 * done / len(tasks),
                         t.api_delta()["requests"],
                     )
-                chatbot_id, session_id, project_id, day = task
+                breaker.see(result)
+                chatbot_id, session_id, _, day = task
+                key = (chatbot_id, session_id)
+                attempts = pending[key].attempts if key in pending else 0
+                got = _transcript(t, task, result, expected_last.get(key), attempts)
+                if got.problem:
+                    incomplete.append((chatbot_id, session_id, got.problem))
+                if not got.failed:
+                    transcripts += 1
                 n = chunk_of_day[day]
                 waiting[n] -= 1
-                if records is None:
-                    missing += 1
-                    log.warning("transcript of session %s/%s is gone (404)", chatbot_id, session_id)
-                else:
-                    transcripts += 1
-                    fetched[n].extend(
-                        _message_rows(t, chatbot_id, session_id, project_id, day, records)
-                    )
+                fetched[n].append((task, got))
                 if n == written:
                     flush()
             flush()
         finally:
-            if pending is not None:
-                pending.result()
+            if pending_write is not None:
+                pending_write.result()
 
+    if incomplete:
+        t.problem(_outstanding_note("transcripts", incomplete))
     report = t.finish()
     report.details.update(
         {
             "chatbots": len(chatbots),
             "sessions_listed": len(listed),
             "transcripts_fetched": transcripts,
-            "transcripts_missing": missing,
-            "sessions_vanished": sum(len(v) for v in vanished_by_day.values()),
+            "transcripts_incomplete": len(incomplete),
+            "sessions_removed": len(gone),
             "continued_sessions_refreshed": refreshed,
         }
     )
     return report
+
+
+def _sum_counts(counts: Iterable[LoadCounts]) -> LoadCounts:
+    total = LoadCounts()
+    for c in counts:
+        total = LoadCounts(
+            total.inserted + c.inserted,
+            total.updated + c.updated,
+            total.deleted + c.deleted,
+            total.unchanged + c.unchanged,
+        )
+    return total
 
 
 # (chatbot_id, session_id, project_id, started_at, last_message_at, payload JSON, day)
@@ -992,74 +1486,138 @@ def _refresh_continued(
     run_id: str,
     t: _Tracker,
     scans: Sequence[_Scan],
-    fetch: Callable[[tuple[str, str, int, str]], list[dict[str, Any]] | None],
+    pending: Mapping[tuple[str, str], ledger.Outstanding],
+    in_window: set[tuple[str, str]],
+    fetch: Callable[[_Task], list[dict[str, Any]] | RobofyError],
 ) -> int:
-    """Refreshes sessions that started before the window and changed since they were stored.
+    """Refreshes stored sessions outside the window: continued ones, and outstanding transcripts.
 
     A conversation that continues on later days stays in its start day's partition, so a run
     for recent days must still update it there: its session row and transcript are replaced by
     key, in one transaction. A session whose listing changed without a new message (its status
     flipped to closed after the idle timeout) gets its row replaced and keeps its transcript,
-    which is not fetched again. Only sessions already stored are touched (a day never synced is
-    not created piecemeal). Returns how many sessions were refreshed.
+    which is not fetched again. A transcript still outstanding from an earlier run (of any day)
+    is fetched again. Only sessions already stored are touched (a day never synced is not
+    created piecemeal); an incomplete transcript leaves the stored row and messages as they
+    are. Returns how many sessions were refreshed.
     """
-    sessions_table, messages_table = "robofy__inbox_sessions", "robofy__chat_messages"
-    candidates: dict[tuple[str, str], tuple[int, datetime, dict[str, Any]]] = {}
+    sessions_table = _SESSIONS_LIST.table
+    candidates: dict[tuple[str, str], tuple[int, datetime | None, dict[str, Any] | None]] = {}
     for scan in scans:
-        for started_at, record in scan.continued:
-            session_id = _str(record.get("session_id"))
+        for began, listing in scan.continued:
+            session_id = _str(listing.get("session_id"))
             if session_id is not None:
-                candidates[(scan.chatbot_id, session_id)] = (scan.project_id, started_at, record)
+                candidates[(scan.chatbot_id, session_id)] = (scan.project_id, began, listing)
+    projects = {s.chatbot_id: s.project_id for s in scans}
+    for key in pending:
+        if key[0] in projects and key not in in_window and key not in candidates:
+            candidates[key] = (projects[key[0]], None, None)
     if not candidates:
         return 0
-    first = min(started for _, started, _ in candidates.values()).date()
-    last = max(started for _, started, _ in candidates.values()).date() + timedelta(days=1)
-    stored = wh.session_watermarks(sorted({c for c, _ in candidates}), first, last)
-    tasks, session_rows, row_keys = [], [], []
+    days = [
+        started.date() if started else date.fromisoformat(pending[key].slice or "2015-01-01")
+        for key, (_, started, _) in candidates.items()
+    ]
+    stored = wh.session_watermarks(
+        sorted({c for c, _ in candidates}), min(days), max(days) + timedelta(days=1)
+    )
+    tasks: list[_Task] = []
+    session_rows: list[_SessionRow] = []
+    row_keys: list[tuple[str, str]] = []
+    forgotten: list[tuple[str, str]] = []
     for key, (project_id, started_at, record) in candidates.items():
         previous = stored.get(key)
         if previous is None:
+            if record is None:
+                forgotten.append(key)  # outstanding, but its session is no longer stored
             continue
-        if previous[0] != _watermark(record):
-            tasks.append((key[0], key[1], project_id, _day(started_at)))
-        else:
+        if record is None or previous[0] != _watermark(record) or key in pending:
+            tasks.append((key[0], key[1], project_id, previous[1]))
+        elif started_at is not None:
             row = _session_row(t, key[0], key[1], project_id, started_at, record)
             if _digest(row[5]) != previous[2]:  # the listing changed, the transcript did not
                 session_rows.append(row)
                 row_keys.append(key)
-    message_rows, transcript_keys = [], []
-    for task, records in api.fan_out(tasks, fetch):
+    message_rows: list[dict[str, Any]] = []
+    partial_rows: list[dict[str, Any]] = []
+    transcript_keys: list[tuple[str, str]] = []
+    incomplete: list[tuple[str, str, str, str]] = []
+    breaker = _FailureBreaker()
+    for task, result in api.fan_out(tasks, fetch):
+        breaker.see(result)
         chatbot_id, session_id, project_id, day = task
-        if records is None:
-            continue  # gone since it was listed: leave it for the next run
-        project_id, started_at, record = candidates[(chatbot_id, session_id)]
-        transcript_keys.append((chatbot_id, session_id))
-        session_rows.append(_session_row(t, chatbot_id, session_id, project_id, started_at, record))
-        message_rows.extend(_message_rows(t, chatbot_id, session_id, project_id, day, records))
-    keys = row_keys + transcript_keys
-    if not keys:
+        key = (chatbot_id, session_id)
+        _, started_at, record = candidates[key]
+        expected = (
+            t.ts(record.get("last_message_time"))
+            if record is not None
+            else parse_timestamp(stored[key][0] or "", naive_tz=t.naive_tz)
+        )
+        attempts = pending[key].attempts if key in pending else 0
+        got = _transcript(t, task, result, expected, attempts)
+        if got.problem:
+            incomplete.append((chatbot_id, session_id, day, got.problem))
+            partial_rows.extend(got.rows)
+            continue
+        transcript_keys.append(key)
+        if record is not None and started_at is not None:
+            session_rows.append(
+                _session_row(t, chatbot_id, session_id, project_id, started_at, record)
+            )
+            row_keys.append(key)
+        message_rows.extend(got.rows)
+    if not (row_keys or transcript_keys or incomplete or forgotten):
         return 0
-    key_columns = ("chatbot_id", "session_id")
     with wh.transaction(run_id=run_id) as tx:
         s_counts = tx.replace(
-            sessions_table, _session_table(session_rows), slice=Slice(keys=(key_columns, keys))
+            sessions_table, _session_table(session_rows), slice=Slice(keys=(_SESSION_KEY, row_keys))
         )
-        tx.audit(sessions_table, slice=f"{len(keys)} continued sessions", counts=s_counts)
-        if transcript_keys:
-            m_counts = tx.replace(
-                messages_table, message_rows, slice=Slice(keys=(key_columns, transcript_keys))
-            )
-            label = f"{len(transcript_keys)} continued sessions"
-            tx.audit(messages_table, slice=label, counts=m_counts)
-            t.report.add_counts(messages_table, m_counts)
+        tx.audit(sessions_table, slice=f"{len(row_keys)} continued sessions", counts=s_counts)
+        m_counts = _sum_counts(
+            [
+                replace_slice(
+                    tx.conn,
+                    _MESSAGES_TABLE,
+                    rows,
+                    Slice(keys=keys),
+                    loaded_at=tx.loaded_at,
+                    run_id=tx.run_id,
+                    removal_reason=_REPLACED,
+                )
+                for rows, keys in (
+                    (message_rows, (_SESSION_KEY, transcript_keys)),
+                    (
+                        partial_rows,
+                        (
+                            _MESSAGE_KEY,
+                            [
+                                (r["chatbot_id"], r["session_id"], r["message_id"])
+                                for r in partial_rows
+                            ],
+                        ),
+                    ),
+                )
+            ]
+        )
+        if transcript_keys or partial_rows:
+            label = f"{len(transcript_keys)} continued or outstanding sessions"
+            tx.audit(_MESSAGES_TABLE, slice=label, counts=m_counts)
+            t.report.add_counts(_MESSAGES_TABLE, m_counts)
+        ledger.clear_outstanding(tx.conn, _MESSAGES_TABLE, transcript_keys + forgotten)
+        ledger.mark_outstanding(
+            tx.conn, _MESSAGES_TABLE, incomplete, run_id=tx.run_id, now=tx.loaded_at
+        )
     t.report.add_counts(sessions_table, s_counts)
+    if incomplete:
+        t.problem(_outstanding_note("transcripts", [(c, s, r) for c, s, _, r in incomplete]))
     log.info(
-        "refreshed %d conversations that started before %s (%d with new messages)",
-        len(keys),
+        "refreshed %d conversations that started before %s or were outstanding (%d with new "
+        "messages)",
+        len(set(row_keys) | set(transcript_keys)),
         t.report.window,
         len(transcript_keys),
     )
-    return len(keys)
+    return len(set(row_keys) | set(transcript_keys))
 
 
 def _chunks_of_days(
@@ -1067,7 +1625,7 @@ def _chunks_of_days(
 ) -> Iterator[list[str]]:
     """Splits the window into runs of whole days holding at most ``limit`` changed sessions.
 
-    Every day of the window is in exactly one chunk (empty days too: their vanished sessions
+    Every day of the window is in exactly one chunk (empty days too: their removed sessions
     must still be deleted). A single day above the limit is a chunk of its own.
     """
     chunk: list[str] = []
@@ -1095,14 +1653,27 @@ def sync_leads(
     naive_tz: str = "UTC",
     full_scan: bool = False,
 ) -> SyncReport:
-    """Leads created in ``window``, one transaction replacing those days for every chatbot."""
+    """Leads created in ``window``: listed leads are written, stored ones kept on evidence only.
+
+    A lead has no endpoint of its own, so a stored lead the listing leaves out is counted as
+    missed (``meta.missing``) and removed (into ``meta.removed_rows``) only after
+    ``MISSES_TO_DELETE`` complete scans in a row left it out. Until then it is kept and the run
+    reports it, so one short or empty listing never deletes anything.
+    """
     t = _Tracker(api, "leads", str(window), naive_tz)
     table = _LEADS_LIST.table
     chatbots = active_chatbots(wh)
+    with wh.connect() as conn:
+        stored = ledger.stored_keys(
+            conn, table, "lead_id", [c for c, _ in chatbots], str(window.start), str(window.end)
+        )
+    stored_by_chatbot = _stored_by_chatbot((c, k) for c, k, _ in stored)
     scans = _scan_all(api, t, _LEADS_LIST, window, chatbots, full_scan=full_scan)
-    chatbots = [(s.chatbot_id, s.project_id) for s in scans if not s.gone]
+    scans = _rescan_short(api, t, _LEADS_LIST, window, scans, stored_by_chatbot)
+    usable = [s for s in scans if s.usable]
+    chatbots = [(s.chatbot_id, s.project_id) for s in usable]
     rows: dict[str, dict[str, Any]] = {}
-    for scan in scans:
+    for scan in usable:
         for created_at, record in scan.records:
             lead_id = _str(record.get("id", record.get("lead_id")))
             if lead_id is None:
@@ -1119,10 +1690,43 @@ def sync_leads(
                     "_slice": _day(created_at),
                 }
             )
-    report = _write(
-        wh, run_id, t, table, list(rows.values()), scope=_window_scope(window, chatbots)
-    )
+    in_scope = {c for c, _ in chatbots}
+    missed = [(k, c, d) for c, k, d in stored if c in in_scope and k not in rows]
+    removal = f"not listed by List Leads in {MISSES_TO_DELETE} complete scans in a row"
+    label = str(window)
+    with wh.transaction(run_id=run_id) as tx:
+        misses = ledger.count_misses(tx.conn, table, missed, run_id=run_id, now=tx.loaded_at)
+        remove = sorted(k for k, n in misses.items() if n >= MISSES_TO_DELETE)
+        counts = replace_slice(
+            tx.conn,
+            table,
+            list(rows.values()),
+            Slice(keys=(("lead_id",), [(k,) for k in [*rows, *remove]])),
+            loaded_at=tx.loaded_at,
+            run_id=run_id,
+            removal_reason=removal,
+        )
+        ledger.clear_missing(tx.conn, table, [*rows, *remove])
+        t.report.rows[table] = tx.count(table, _window_scope(window, chatbots))
+        t.write_extras(tx, table, label)
+        _list_ledger(tx, table, "leads", window, scans)
+        report = t.finish()
+        tx.audit(table, slice=label, counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
+    kept = [(k, c) for k, c, _ in missed if k not in remove]
+    if kept:
+        by_chatbot = _stored_by_chatbot((c, k) for k, c in kept)
+        for chatbot_id, keys in sorted(by_chatbot.items()):
+            worst = max(misses[k] for k in keys)
+            t.problem(
+                f"leads of chatbot {chatbot_id} ({window}): {len(keys)} stored lead(s) were not "
+                f"listed (missed {worst} time(s) in a row; removed after {MISSES_TO_DELETE}). "
+                "They are kept; if the listing was cut short, the next run lists them again."
+            )
+        report.problems = t.report.problems
     report.details["chatbots"] = len(chatbots)
+    report.details["leads_missed"] = len(kept)
+    report.details["leads_removed"] = len(remove)
     return report
 
 
@@ -1137,7 +1741,12 @@ def sync_message_stats(
     *,
     naive_tz: str = "UTC",
 ) -> SyncReport:
-    """Daily message statistics per chatbot for ``window``, fetched by date range."""
+    """Daily message statistics per chatbot for ``window``, fetched by date range.
+
+    The API sends one point per day, zeros included, so a response that lacks days is
+    incomplete: the stored points of those days are kept, and the range is retried by every
+    later run until it arrives (``meta.outstanding``). Stats rows are never deleted.
+    """
     t = _Tracker(api, "message_stats", str(window), naive_tz)
     table = "robofy__message_stats"
     chatbots = active_chatbots(wh)
@@ -1149,14 +1758,30 @@ def sync_message_stats(
             tasks.append((chatbot_id, project_id, start, last))
             start = last + timedelta(days=1)
 
-    def fetch(task: tuple[str, int, date, date]) -> list[dict[str, Any]]:
+    def fetch(task: tuple[str, int, date, date]) -> list[dict[str, Any]] | RobofyError:
         chatbot_id, project_id, first, last = task
-        return api.message_stats(
-            project_id=project_id, chatbot_id=chatbot_id, start=first, end=last
-        )
+        try:
+            return api.message_stats(
+                project_id=project_id, chatbot_id=chatbot_id, start=first, end=last
+            )
+        except RobofyError as exc:
+            if _fatal(exc):
+                raise
+            return exc
 
     rows: dict[tuple[str, date], dict[str, Any]] = {}
+    failed: list[tuple[str, str, str]] = []
+    done: list[tuple[str, Window]] = []
+    gone: set[str] = set()
     for (chatbot_id, project_id, first, last), points in api.fan_out(tasks, fetch):
+        label = f"{first}..{last}"
+        if isinstance(points, RobofyNotFoundError):
+            gone.add(chatbot_id)  # deleted since the snapshot: its stored stats are kept
+            continue
+        if isinstance(points, RobofyError):
+            failed.append((chatbot_id, label, _reason(points)))
+            continue
+        days: set[date] = set()
         for record in points:
             t.observe(table, record)
             raw_date = record.get("date", record.get("stat_date"))
@@ -1171,6 +1796,7 @@ def sync_message_stats(
                 continue
             if not first <= stat_date <= last:
                 continue  # outside what was asked: another request's (or no) slice
+            days.add(stat_date)
             rows[(chatbot_id, stat_date)] = {
                 "project_id": project_id,
                 "chatbot_id": chatbot_id,
@@ -1178,7 +1804,27 @@ def sync_message_stats(
                 "_payload": record,
                 "_slice": stat_date.isoformat(),
             }
-    scope = _window_scope(window, chatbots)
-    report = _write(wh, run_id, t, table, list(rows.values()), scope=scope)
+        lacking = (last - first).days + 1 - len(days)
+        if lacking:
+            failed.append(
+                (chatbot_id, label, f"the response lacks {lacking} of its {label} day(s)")
+            )
+        else:
+            done.append((chatbot_id, Window(first, last + timedelta(days=1))))
+    if failed:
+        t.problem(_outstanding_note("message stats ranges", failed))
+    chatbots = [(c, p) for c, p in chatbots if c not in gone]
+    with wh.transaction(run_id=run_id) as tx:
+        counts = tx.replace(
+            table,
+            list(rows.values()),
+            slice=Slice(keys=(("chatbot_id", "stat_date"), list(rows))),
+        )
+        t.report.rows[table] = tx.count(table, _window_scope(window, chatbots))
+        t.write_extras(tx, table, str(window))
+        _ledger_ranges(tx, table, "message_stats", failed, done)
+        report = t.finish()
+        tx.audit(table, slice=str(window), counts=counts, api_requests=report.api["requests"])
+    report.add_counts(table, counts)
     report.details["chatbots"] = len(chatbots)
     return report

@@ -91,8 +91,8 @@ def test_newest_first_scan_stops_after_the_page_past_the_window(
         [_session("s0", "2026-10-07 09:00:00", "2026-10-07 10:00:00")],
     ]
     fake.add_pages(SESSIONS, "sessions", pages)
-    for sid in ("s3", "s2"):
-        _transcript(fake, sid, [_message(f"{sid}-m1", "2026-10-11 09:00:00")])
+    for sid, last in (("s3", "2026-10-11 10:00:00"), ("s2", "2026-10-10 10:00:00")):
+        _transcript(fake, sid, [_message(f"{sid}-m1", last)])
     with _client(fake) as api:
         _load_dimensions(api, wh)
         report = streams.sync_conversations(api, wh, "run-1", WINDOW)
@@ -119,8 +119,8 @@ def test_disorder_falls_back_to_a_full_scan(fake: FakeRobofy, wh: Warehouse) -> 
         [_session("s3", "2026-10-11 09:00:00", "2026-10-11 10:00:00")],
     ]
     fake.add_pages(SESSIONS, "sessions", pages)
-    for sid in ("s2", "s3"):
-        _transcript(fake, sid, [_message(f"{sid}-m1", "2026-10-11 09:00:00")])
+    for sid, last in (("s2", "2026-10-10 10:00:00"), ("s3", "2026-10-11 10:00:00")):
+        _transcript(fake, sid, [_message(f"{sid}-m1", last)])
     with _client(fake) as api:
         _load_dimensions(api, wh)
         report = streams.sync_conversations(api, wh, "run-1", WINDOW)
@@ -142,7 +142,7 @@ def test_malformed_records_are_quarantined_and_the_rest_loads(
         [[_session("s1", "2026-10-10 09:00:00", "2026-10-10 10:00:00"), broken]],
     )
     _transcript(
-        fake, "s1", [_message("m1", "2026-10-10 09:00:00"), _message(None, "2026-10-10 09:01:00")]
+        fake, "s1", [_message(None, "2026-10-10 09:01:00"), _message("m1", "2026-10-10 10:00:00")]
     )
     with _client(fake) as api:
         _load_dimensions(api, wh)
@@ -162,14 +162,15 @@ def test_vanished_session_and_its_messages_are_removed(fake: FakeRobofy, wh: War
     s1 = _session("s1", "2026-10-10 09:00:00", "2026-10-10 10:00:00")
     s2 = _session("s2", "2026-10-10 11:00:00", "2026-10-10 12:00:00")
     fake.add_pages(SESSIONS, "sessions", [[s2, s1]])
-    for sid in ("s1", "s2"):
-        _transcript(fake, sid, [_message(f"{sid}-m1", "2026-10-10 09:00:00")])
+    for sid, last in (("s1", "2026-10-10 10:00:00"), ("s2", "2026-10-10 12:00:00")):
+        _transcript(fake, sid, [_message(f"{sid}-m1", last)])
     with _client(fake) as api:
         _load_dimensions(api, wh)
         streams.sync_conversations(api, wh, "run-1", WINDOW)
-        fake.add_pages(SESSIONS, "sessions", [[s2]])  # s1 is gone from the API
+        fake.add_pages(SESSIONS, "sessions", [[s2]])  # s1 is gone from the API...
+        fake.fail("/v1/ai-agent/inbox/chats/bot-1/s1", 404)  # ...and its transcript says so
         report = streams.sync_conversations(api, wh, "run-2", WINDOW)
-    assert report.details["sessions_vanished"] == 1
+    assert report.details["sessions_removed"] == 1
     assert report.details["transcripts_fetched"] == 0  # s2 did not change
     with wh.connect() as conn:
         sessions = conn.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
@@ -186,8 +187,9 @@ def test_list_that_moves_while_paged_is_scanned_again_and_loses_nothing(
 
     s1, s2, s3 = (session(f"s{n}", f"2026-10-11 1{3 - n}:00:00") for n in (1, 2, 3))
     s4 = session("s4", "2026-10-11 09:00:00")
-    for sid in ("s1", "s2", "s3", "s4"):
-        _transcript(fake, sid, [_message(f"{sid}-m1", "2026-10-10 08:00:00")])
+    for listed in (s1, s2, s3, s4):
+        sid = listed["session_id"]
+        _transcript(fake, sid, [_message(f"{sid}-m1", listed["last_message_time"])])
     fake.add_pages(SESSIONS, "sessions", [[s1, s2], [s3, s4]])
     with _client(fake) as api:
         _load_dimensions(api, wh)
@@ -199,7 +201,7 @@ def test_list_that_moves_while_paged_is_scanned_again_and_loses_nothing(
         _transcript(
             fake,
             "s4",
-            [_message("s4-m1", "2026-10-10 08:00:00"), _message("s4-m2", "2026-10-11 14:00:00")],
+            [_message("s4-m1", "2026-10-11 09:00:00"), _message("s4-m2", "2026-10-11 14:00:00")],
         )
         fake.add_pages(SESSIONS, "sessions", [[s1, s2], [s2, s3]])
         calls = {"n": 0}
@@ -216,7 +218,8 @@ def test_list_that_moves_while_paged_is_scanned_again_and_loses_nothing(
         with moving_api:
             report = streams.sync_conversations(moving_api, wh, "run-2", WINDOW)
     assert report.details["list_scans_repeated"] == 1
-    assert report.details["sessions_vanished"] == 0
+    assert report.details["sessions_removed"] == 0
+    assert report.problems == []
     with wh.connect() as conn:
         messages = conn.execute(
             "select session_id, count(*) from raw.robofy__chat_messages group by 1 order by 1"
@@ -228,7 +231,7 @@ def test_conversation_continuing_after_its_start_day_is_refreshed_in_its_partiti
     fake: FakeRobofy, wh: Warehouse
 ) -> None:
     early = _session("s0", "2026-10-08 09:00:00", "2026-10-08 10:00:00")
-    _transcript(fake, "s0", [_message("s0-m1", "2026-10-08 09:00:00")])
+    _transcript(fake, "s0", [_message("s0-m1", "2026-10-08 10:00:00")])
     fake.add_pages(SESSIONS, "sessions", [[early]])
     with _client(fake) as api:
         _load_dimensions(api, wh)
@@ -241,7 +244,7 @@ def test_conversation_continuing_after_its_start_day_is_refreshed_in_its_partiti
         _transcript(
             fake,
             "s0",
-            [_message("s0-m1", "2026-10-08 09:00:00"), _message("s0-m2", "2026-10-10 11:00:00")],
+            [_message("s0-m1", "2026-10-08 10:00:00"), _message("s0-m2", "2026-10-10 11:00:00")],
         )
         fake.add_pages(SESSIONS, "sessions", [[back]])
         report = streams.sync_conversations(api, wh, "run-2", WINDOW)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from robofy_etl.simulator.app import (
     App,
@@ -29,6 +30,7 @@ from robofy_etl.simulator.app import (
 )
 from robofy_etl.simulator.dataset import SCALES, Dataset, new_world
 from robofy_etl.simulator.faults import FaultInjector, Faults
+from robofy_etl.simulator.glitches import Glitch, GlitchRequest
 
 __all__ = ["RequestLogEntry", "Simulator", "SimulatorConfig", "main", "serve"]
 
@@ -38,6 +40,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     429: "Too Many Requests",
@@ -210,6 +213,7 @@ class Simulator:
         self._variants = cfg.variants
         self._faults = cfg.faults
         self._injector = FaultInjector(cfg.faults)
+        self._glitch: Glitch | None = None
         self._log: list[RequestLogEntry] = []
         self._counters: Counter[str] = Counter()
         self._cpu_ns = 0
@@ -314,6 +318,10 @@ class Simulator:
             self._variants = variants
             self._refresh()
 
+    def set_glitch(self, glitch: Glitch | None) -> None:
+        """Serve quietly wrong responses through ``glitch`` (see ``glitches.py``); None: clean."""
+        self._glitch = glitch
+
     def set_latency(self, ms: float) -> None:
         self._latency_s = ms / 1000.0
 
@@ -357,8 +365,11 @@ class Simulator:
                 500, b'{"message":"Internal Server Error","error":{"code":"INTERNAL_SERVER_ERROR",'
                 b'"detail":"Simulator bug."}}', "unknown"
             )  # fmt: skip
-        fault = self._injector.decide(target) if response.status == 200 else None
         path, _, query_string = target.partition("?")
+        glitch = self._glitch
+        if glitch is not None:
+            response = _glitched(glitch, response, path, query_string)
+        fault = self._injector.decide(target) if response.status == 200 else None
         status = response.status
         body, extra = response.body, response.headers
         if fault in _FAULT_BODIES:
@@ -390,6 +401,20 @@ class Simulator:
         if fault == "slow":
             time.sleep(self._faults.slow_s)
         handler._write(status, body, extra, close)
+
+
+def _glitched(glitch: Glitch, response: Response, path: str, query_string: str) -> Response:
+    request = GlitchRequest(
+        response.endpoint,
+        "/".join(unquote(part) for part in path.split("/")),
+        dict(parse_qsl(query_string)),
+        response.status,
+    )
+    out = glitch(request, json.loads(response.body))
+    if out is None:
+        return response
+    status, body = out
+    return Response(status, json.dumps(body).encode(), response.endpoint)
 
 
 @contextlib.contextmanager

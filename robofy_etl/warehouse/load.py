@@ -501,12 +501,15 @@ def replace_slice(
     *,
     loaded_at: datetime,
     run_id: str,
+    removal_reason: str = "not in the rows that replaced its slice",
 ) -> LoadCounts:
     """Make the rows of ``slc`` in the table exactly ``rows``; leave every other row untouched.
 
     Set-based: the batch is registered as an Arrow table, compared with the stored slice by key,
     and only changed keys are deleted and re-inserted, so unchanged rows keep their lineage and a
     re-run leaves the table identical. Run it inside a transaction (``Warehouse.transaction``).
+    A stored key the new rows no longer hold is copied, as it was stored, into
+    ``meta.removed_rows`` with ``removal_reason`` before it is deleted: nothing is lost for good.
 
     Args:
         conn: an open connection, inside a transaction.
@@ -515,6 +518,7 @@ def replace_slice(
         slc: which stored rows the load replaces.
         loaded_at: the transaction's load timestamp (naive UTC).
         run_id: the run writing the rows.
+        removal_reason: why keys absent from ``rows`` are removed (kept with their copy).
 
     Returns:
         The counts by key comparison.
@@ -542,6 +546,7 @@ def replace_slice(
                 conn, table, relation, status, pred.sql(table.relation), pred.params
             )
             key_match = " and ".join(f"s.{_q(k)} = t.{_q(k)}" for k in table.key)
+            _archive_removed(conn, table, pred, status, key_match, removal_reason, run_id, loaded_at)
             (removed,) = _first_row(
                 conn,
                 f"""
@@ -561,6 +566,36 @@ def replace_slice(
             )
     logger.debug("%s [%s]: %s", table.relation, slc.describe(), counts)
     return counts
+
+
+def _archive_removed(
+    conn: duckdb.DuckDBPyConnection,
+    table: RawTable,
+    pred: _Predicate,
+    status: str,
+    key_match: str,
+    reason: str,
+    run_id: str,
+    removed_at: datetime,
+) -> None:
+    """Copy the slice's rows whose key the incoming rows lack into ``meta.removed_rows``."""
+    key = ", ".join(f"t.{_q(k)}" for k in table.key)
+    conn.execute(
+        f"""
+        insert into meta.removed_rows
+        select $stream, concat_ws('/', {key}), t._slice, $reason, to_json(t), $run_id,
+               $removed_at
+        from {table.relation} as t
+        where {pred.sql("t")} and not exists (select 1 from {status} s where {key_match})
+        """,
+        {
+            **pred.params,
+            "stream": table.name,
+            "reason": reason,
+            "run_id": run_id,
+            "removed_at": removed_at,
+        },
+    )
 
 
 def merge_snapshot(

@@ -189,4 +189,37 @@ META_DDL: tuple[str, ...] = (
         run_id VARCHAR NOT NULL,
         slice VARCHAR,
         quarantined_at TIMESTAMP NOT NULL)""",
+    # Work that did not arrive complete and is retried by every later run until it does:
+    # a transcript (item = session id), or a list scan (item = '<endpoint> <window>').
+    """create table if not exists meta.outstanding (
+        stream VARCHAR NOT NULL,
+        chatbot_id VARCHAR NOT NULL,
+        item VARCHAR NOT NULL,
+        slice VARCHAR,
+        reason VARCHAR NOT NULL,
+        attempts BIGINT NOT NULL,
+        first_seen_at TIMESTAMP NOT NULL,
+        last_seen_at TIMESTAMP NOT NULL,
+        last_run_id VARCHAR NOT NULL,
+        primary key (stream, chatbot_id, item))""",
+    # Stored rows a complete scan did not list, and how many scans in a row missed them.
+    """create table if not exists meta.missing (
+        stream VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        chatbot_id VARCHAR,
+        slice VARCHAR,
+        misses BIGINT NOT NULL,
+        first_missed_at TIMESTAMP NOT NULL,
+        last_missed_at TIMESTAMP NOT NULL,
+        last_run_id VARCHAR NOT NULL,
+        primary key (stream, key))""",
+    # Every row ever deleted from a raw table, as it was stored, with the reason: recoverable.
+    """create table if not exists meta.removed_rows (
+        stream VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        slice VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        row_data JSON NOT NULL,
+        run_id VARCHAR NOT NULL,
+        removed_at TIMESTAMP NOT NULL)""",
 )
