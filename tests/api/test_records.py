@@ -6,12 +6,19 @@ the reader accepts, and what it must never keep (secrets).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
 
 from robofy_etl.api import ENDPOINTS, find_drift, normalize_record, parse_timestamp
-from robofy_etl.api.records import is_secret_key, iter_path, snake_case, timestamp_format
+from robofy_etl.api.records import (
+    is_secret_key,
+    iter_path,
+    redact_text,
+    snake_case,
+    timestamp_format,
+)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +127,28 @@ def test_aliases(endpoint: str, raw: dict, expected: dict) -> None:
         ("signing_key", True),
         ("authorization", True),
         ("db_passwords", True),
+        # stripped whatever the case and separators (issue 8)
+        ("LLMAPIKEY", True),
+        ("llmapikey", True),
+        ("Llm.Api.Key", True),
+        ("LLM_API_KEY", True),
+        ("API-KEY", True),
+        ("APIKEYS", True),
+        ("AUTHTOKEN", True),
+        ("githubtoken", True),
+        ("bearer", True),
+        ("Bearer", True),
+        ("bearerToken", True),
+        ("pwd", True),
+        ("user_pwd", True),
+        ("userPwd", True),
+        ("PASSWORD", True),
+        ("SMTPPASSWORD", True),
+        ("ClientSecret", True),
+        ("clientsecret", True),
+        ("PRIVATEKEYPEM", True),
+        ("Authorization", True),
+        ("CREDENTIALS", True),
         # kept: pagination, counters, ordinary fields that merely mention the words
         ("next_page_token", False),
         ("nextPageToken", False),
@@ -137,6 +166,18 @@ def test_aliases(endpoint: str, raw: dict, expected: dict) -> None:
         ("primary_key", False),
         ("sort_key", False),
         ("keyboard_layout", False),
+        ("NEXTPAGETOKEN", False),
+        ("next-page-token", False),
+        ("nexttoken", False),
+        ("PrimaryKey", False),
+        ("keywords", False),
+        ("KEYWORDS", False),
+        ("MONKEY", False),
+        ("hockey_team", False),
+        ("OPENAIKEY", False),  # `key` glued to a word cannot be told from `monkey`
+        ("maxtokens", False),
+        ("signature", False),  # an e-mail signature, not a credential
+        ("passwordsetat", False),
     ],
 )
 def test_secret_rule(key: str, stripped: bool) -> None:
@@ -245,3 +286,148 @@ def test_registry_key_fields_are_contract_fields() -> None:
             p.split(".")[0].removesuffix("[]") for p in endpoint.timestamp_fields
         }
         assert top_level_timestamps <= set(endpoint.fields), endpoint.name
+
+
+# --------------------------------------------------------------------------- secrets in values
+# Issue 8: a secret must not reach raw.* because it sat in a value rather than under a secret
+# key: a JSON document stored as a string, a URL with a key in its query, a pasted credential.
+
+SK = "sk-proj-4fJk29XbQ7mZp1LrT8vWc3Yd"
+BEARER = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.s1gnatur3Xyz"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # secret query parameters: the URL stays, the value is replaced
+        ("https://hooks.example/in?key=abc123def456", "https://hooks.example/in?key=REDACTED"),
+        (
+            "https://api.example/v1?page=2&token=t0k3n&lang=en",
+            "https://api.example/v1?page=2&token=REDACTED&lang=en",
+        ),
+        ("https://x.example/?api_key=AbC&q=1", "https://x.example/?api_key=REDACTED&q=1"),
+        ("https://x.example/?API_KEY=AbC", "https://x.example/?API_KEY=REDACTED"),
+        ("https://x.example/?apiKey=AbC", "https://x.example/?apiKey=REDACTED"),
+        (
+            "https://x.example/cb#access_token=xyz&state=s",
+            "https://x.example/cb#access_token=REDACTED&state=s",
+        ),
+        (
+            "https://x.example/?secret=s&password=p",
+            "https://x.example/?secret=REDACTED&password=REDACTED",
+        ),
+        (
+            "https://bucket.example/f.pdf?X-Amz-Signature=9a8b&X-Amz-Credential=AK%2F1&v=1",
+            "https://bucket.example/f.pdf?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&v=1",
+        ),
+        ("https://x.example/?sig=abc%3D%3D", "https://x.example/?sig=REDACTED"),
+        ("https://x.example/?signature=abc==", "https://x.example/?signature=REDACTED"),
+        ("see https://x.example/?key=abc123 now", "see https://x.example/?key=REDACTED now"),
+        (
+            "<a href='https://x.example/?a=1&amp;token=zz'>",
+            "<a href='https://x.example/?a=1&amp;token=REDACTED'>",
+        ),
+        # credentials by shape, anywhere in a string
+        (f"Bearer {BEARER}", "Bearer REDACTED"),
+        (f"authorization: bearer {BEARER}", "authorization: bearer REDACTED"),
+        (f"my key is {SK}, thanks", "my key is REDACTED, thanks"),
+        ("sk_live_51HqLyjWDarjtT1zdp7dcXQ2", "REDACTED"),
+        ("sk-ant-api03-Xq9s8d7f6g5h4j3k2l1", "REDACTED"),
+    ],
+)
+def test_secrets_inside_strings_are_redacted(value: str, expected: str) -> None:
+    record = normalize_record(ENDPOINTS["sessions"], {"session_id": "s1", "website_url": value})
+    assert record == {"session_id": "s1", "website_url": expected}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # ordinary URLs and prose stay byte for byte
+        "https://www.acme-dental.example/pricing?utm_source=google&utm_medium=cpc&q=monkey",
+        "https://shop.example/search?keywords=key+rings&page=2&sort=price",
+        "https://x.example/?next_page_token=abc&nextPageToken=def&page_token=g",
+        "https://x.example/?primary_key=5&keyboard=de",
+        "The bearer of this letter, Ann, may collect parcel 1234567890.",
+        "Bearer bonds pay 5% until 2030; ask about our sk-8 parks and sk_rental desks.",
+        "I used sk-learn for that, and scikit-learn-contrib-2024 too",
+        "x = 1 + 2 == 3",
+        "a?b=c is not a URL but keeps its value",
+        "2026-04-23 10:30:00",
+        '{"tone": "warm", "model": "gpt-4o", "url": "https://x.example/?page=2"}',
+        '{"broken json": ',
+        '["a", "b"]',
+        '"quoted"',
+        "",
+    ],
+)
+def test_ordinary_strings_are_kept_exactly(value: str) -> None:
+    record = normalize_record(ENDPOINTS["sessions"], {"last_message": value})
+    assert record["last_message"] is value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f'{{"llmApiKey": "{SK}", "model": "gpt-4o"}}', {"model": "gpt-4o"}),
+        ('{"LLMAPIKEY": "x", "model": "m"}', {"model": "m"}),
+        ('{"settings": {"pwd": "hunter2", "tone": "warm"}}', {"settings": {"tone": "warm"}}),
+        ('[{"name": "crm", "apiKey": "k"}, {"name": "mail"}]', [{"name": "crm"}, {"name": "mail"}]),
+        (
+            '{"callback": "https://x.example/?token=abc"}',
+            {"callback": "https://x.example/?token=REDACTED"},
+        ),
+        ('{"note": "Bearer abcdefgh12345678XYZ"}', {"note": "Bearer REDACTED"}),
+        # a JSON string inside a JSON string
+        (
+            '{"config": "{\\"secret\\": \\"s\\", \\"a\\": 1}"}',
+            {"config": '{"a": 1}'},
+        ),
+        # keys keep their spelling: this is data, not a record
+        ('{"llmApiKey": "k", "chatbotId": "b1"}', {"chatbotId": "b1"}),
+    ],
+)
+def test_json_strings_lose_their_secret_keys(value: str, expected: object) -> None:
+    record = normalize_record(ENDPOINTS["chatbots"], {"chatbot_id": "b1", "settings_json": value})
+    assert json.loads(record["settings_json"]) == expected
+    assert record["chatbot_id"] == "b1"
+
+
+def test_ids_and_paging_tokens_are_never_rewritten() -> None:
+    raw = {
+        "id": f"{SK}",
+        "session_id": "sk-session-0000000000000000000001",
+        "contextId": "a?key=b",
+        "next_page_token": "eyJvZmZzZXQiOjUwfQ==?token=1",
+        "text": f"paste: {SK}",
+    }
+    record = normalize_record(ENDPOINTS["transcript"], raw)
+    assert record == {
+        "id": SK,
+        "session_id": "sk-session-0000000000000000000001",
+        "context_id": "a?key=b",
+        "next_page_token": "eyJvZmZzZXQiOjUwfQ==?token=1",
+        "text": "paste: REDACTED",
+    }
+
+
+def test_secrets_in_strings_are_redacted_at_any_depth_and_in_lists() -> None:
+    raw = {
+        "parts": [
+            {"text": f"key {SK}", "data": {"websiteUrl": "https://x.example/?token=abc"}},
+            [f"Bearer {BEARER}", "plain"],
+        ],
+    }
+    record = normalize_record(ENDPOINTS["transcript"], raw)
+    assert record == {
+        "parts": [
+            {"text": "key REDACTED", "data": {"website_url": "https://x.example/?token=REDACTED"}},
+            ["Bearer REDACTED", "plain"],
+        ]
+    }
+    assert raw["parts"][0]["text"] == f"key {SK}"  # the input is not modified
+
+
+def test_redact_text_returns_the_same_object_when_clean() -> None:
+    text = "https://www.acme-dental.example/book?utm_source=x"
+    assert redact_text(text) is text
