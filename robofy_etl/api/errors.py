@@ -5,7 +5,8 @@ RobofyError
 ├── RobofyTransportError          network trouble after all retries (names the base URL)
 │   └── RobofyTimeoutError        connect/read/write/pool timeout after all retries
 ├── RobofyAPIError                an HTTP error status (status, error_code, detail, path)
-│   ├── RobofyAuthError           401 / 403: fatal, check ROBOFY_API_KEY
+│   ├── RobofyAuthError           401: fatal, check ROBOFY_API_KEY (catches 403 too)
+│   │   └── RobofyPermissionError 403: the key is valid but may not read this resource
 │   ├── RobofyNotFoundError       404: callers may treat it as a tombstone
 │   ├── RobofyRateLimitError      429 after all retries
 │   └── RobofyServerError         5xx after all retries
@@ -30,6 +31,7 @@ __all__ = [
     "RobofyContractError",
     "RobofyError",
     "RobofyNotFoundError",
+    "RobofyPermissionError",
     "RobofyRateLimitError",
     "RobofyServerError",
     "RobofyTimeoutError",
@@ -90,7 +92,15 @@ class RobofyAPIError(RobofyError):
 
 
 class RobofyAuthError(RobofyAPIError):
-    """401 or 403: the key is missing, wrong, or lacks access. Never retried."""
+    """401 (the key is missing or wrong) or, as `RobofyPermissionError`, 403. Never retried."""
+
+
+class RobofyPermissionError(RobofyAuthError):
+    """403: the key was accepted but may not read this resource (a project or chatbot).
+
+    A permission granted in Robofy, not a wrong key: other resources may still be readable.
+    Subclasses `RobofyAuthError`, so existing `except RobofyAuthError` handlers still see it.
+    """
 
 
 class RobofyNotFoundError(RobofyAPIError):
@@ -203,7 +213,15 @@ def api_error_from_response(
         "detail": detail,
         "api_message": api_message,
     }
-    if status in (401, 403):
+    if status == 403:
+        return RobofyPermissionError(
+            f"Robofy refused access to {path} (HTTP 403): the API key was accepted but is not "
+            "allowed to read this resource. This is a permission on that project/chatbot in "
+            "Robofy, not a wrong key: grant the key's account access to it there, or leave it "
+            "out of the sync." + said,
+            **kwargs,
+        )
+    if status == 401:
         return RobofyAuthError(
             f"Robofy rejected the API key (HTTP {status} on {path}). Check ROBOFY_API_KEY "
             "(and ROBOFY_AUTH_HEADER if your account uses the api-key header)." + said,

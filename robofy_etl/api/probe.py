@@ -182,8 +182,8 @@ def probe(api: RobofyClient, *, project_id: int | None = None, days: int = 7) ->
         bodies) are recorded in it, not raised.
 
     Raises:
-        RobofyAuthError: On a 401 anywhere, or a 403 on a required endpoint: nothing else can
-            work until the key is fixed.
+        RobofyAuthError: On a 401 anywhere (nothing else can work until the key is fixed), or
+            as `RobofyPermissionError` on a 403 from a required endpoint.
     """
     report = ProbeReport(base_url=api.config.base_url, started_at=datetime.now(UTC))
     params: dict[str, Any] = {"days": days}

@@ -15,6 +15,7 @@ from robofy_etl.api import (
     RobofyContractError,
     RobofyError,
     RobofyNotFoundError,
+    RobofyPermissionError,
     RobofyRateLimitError,
     RobofyServerError,
     RobofyTimeoutError,
@@ -33,7 +34,7 @@ PATH = "/v1/ai-agent/chatbot/3"
     [
         (400, RobofyAPIError, "rejected the request"),
         (401, RobofyAuthError, "ROBOFY_AUTH_HEADER"),
-        (403, RobofyAuthError, "ROBOFY_API_KEY"),
+        (403, RobofyPermissionError, "not a wrong key"),
         (404, RobofyNotFoundError, PATH),
         (429, RobofyRateLimitError, "ROBOFY_MAX_IN_FLIGHT"),
         (500, RobofyServerError, "try again later"),
@@ -71,6 +72,35 @@ def test_auth_message_is_actionable() -> None:
         "Robofy rejected the API key (HTTP 401 on /v1/projects). Check ROBOFY_API_KEY "
         "(and ROBOFY_AUTH_HEADER if your account uses the api-key header)."
     )
+
+
+def test_403_is_a_permission_not_a_bad_key() -> None:
+    path = "/v1/ai-agent/inbox/sessions/bot-7"
+    exc = api_error_from_response(403, b'{"error": {"code": "FORBIDDEN"}}', path)
+    assert isinstance(exc, RobofyPermissionError)
+    assert isinstance(exc, RobofyAuthError)  # old `except RobofyAuthError` handlers still match
+    message = str(exc)
+    assert path in message
+    assert "not allowed to read this resource" in message
+    assert "permission on that project/chatbot in Robofy" in message
+    assert "ROBOFY_API_KEY" not in message  # the key is fine: do not send the user to it
+
+
+def test_401_still_blames_the_key() -> None:
+    exc = api_error_from_response(401, b"", "/v1/projects")
+    assert type(exc) is RobofyAuthError
+    assert not isinstance(exc, RobofyPermissionError)
+    assert "ROBOFY_API_KEY" in str(exc)
+
+
+def test_403_from_the_client_is_raised_once_as_a_permission_error(
+    fake: FakeRobofy, client: RobofyClient
+) -> None:
+    path = "/v1/ai-agent/inbox/sessions/bot-7"
+    fake.fail(path, 403, 1)
+    with pytest.raises(RobofyPermissionError, match="bot-7"):
+        list(client.paginate("sessions", chatbot_id="bot-7"))
+    assert fake.calls(path) == 1
 
 
 def test_transport_error_names_base_url(fake: FakeRobofy, client: RobofyClient) -> None:
