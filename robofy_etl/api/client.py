@@ -24,6 +24,7 @@ import httpx
 from robofy_etl import __version__
 from robofy_etl.api.endpoints import ENDPOINTS, Endpoint, build_path
 from robofy_etl.api.errors import (
+    RobofyCertificateError,
     RobofyContractError,
     RobofyTimeoutError,
     RobofyTransportError,
@@ -31,7 +32,13 @@ from robofy_etl.api.errors import (
 )
 from robofy_etl.api.pagination import Page, describe_keys, extract_object, iter_pages
 from robofy_etl.api.records import _zone, normalize_record
-from robofy_etl.api.retry import RETRIABLE_EXCEPTIONS, RetryPolicy, backoff_delay, parse_retry_after
+from robofy_etl.api.retry import (
+    RETRIABLE_EXCEPTIONS,
+    RetryPolicy,
+    backoff_delay,
+    certificate_error,
+    parse_retry_after,
+)
 from robofy_etl.api.transport import StdlibTransport
 
 __all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
@@ -322,6 +329,7 @@ class RobofyClient:
                     return body
             retriable = (
                 isinstance(failure, (*RETRIABLE_EXCEPTIONS, ValueError))
+                and certificate_error(failure) is None  # fails the same way every time
                 if failure is not None
                 else status in policy.retry_statuses
             )
@@ -374,6 +382,21 @@ class RobofyClient:
                 "ROBOFY_BASE_URL points at the API, not a web page or a proxy.",
                 endpoint=name,
                 path=path,
+            )
+        bad_certificate = None if failure is None else certificate_error(failure)
+        if bad_certificate is not None:
+            reason = bad_certificate.verify_message or str(bad_certificate)
+            return RobofyCertificateError(
+                self._scrub(
+                    f"Robofy at {base} presented a TLS certificate that cannot be verified "
+                    f"({reason}) for {path}; not retried. If a proxy or firewall re-signs HTTPS "
+                    "(a company CA), point SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR at its "
+                    "CA certificates; otherwise the server certificate must be fixed, or "
+                    "ROBOFY_BASE_URL names the wrong host."
+                ),
+                base_url=self._scrub(base),
+                path=path,
+                reason=reason,
             )
         if isinstance(failure, httpx.TimeoutException):
             return RobofyTimeoutError(

@@ -3,7 +3,8 @@
 ```text
 RobofyError
 ├── RobofyTransportError          network trouble after all retries (names the base URL)
-│   └── RobofyTimeoutError        connect/read/write/pool timeout after all retries
+│   ├── RobofyTimeoutError        connect/read/write/pool timeout after all retries
+│   └── RobofyCertificateError    the server's TLS certificate cannot be verified: not retried
 ├── RobofyAPIError                an HTTP error status (status, error_code, detail, path)
 │   ├── RobofyAuthError           401: fatal, check ROBOFY_API_KEY (catches 403 too)
 │   │   └── RobofyPermissionError 403: the key is valid but may not read this resource
@@ -28,6 +29,7 @@ __all__ = [
     "PaginationLoopError",
     "RobofyAPIError",
     "RobofyAuthError",
+    "RobofyCertificateError",
     "RobofyContractError",
     "RobofyError",
     "RobofyNotFoundError",
@@ -60,6 +62,23 @@ class RobofyTransportError(RobofyError):
 
 class RobofyTimeoutError(RobofyTransportError):
     """The request timed out on every attempt."""
+
+
+class RobofyCertificateError(RobofyTransportError):
+    """The server's TLS certificate could not be verified; raised after one attempt.
+
+    An unknown or self-signed CA, an expired certificate or a hostname mismatch fails the same
+    way every time. Behind a proxy that re-signs HTTPS, point `SSL_CERT_FILE` or `SSL_CERT_DIR`
+    at its CA certificates; otherwise the server's certificate must be fixed.
+
+    Attributes:
+        reason: OpenSSL's verification message (`self-signed certificate`, `Hostname
+            mismatch, ...`).
+    """
+
+    def __init__(self, message: str, *, base_url: str, path: str, reason: str) -> None:
+        super().__init__(message, base_url=base_url, path=path)
+        self.reason = reason
 
 
 class RobofyAPIError(RobofyError):

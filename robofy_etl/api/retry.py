@@ -7,6 +7,7 @@ Sleep and randomness are injected into the client, so tests assert exact delays.
 from __future__ import annotations
 
 import random
+import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,6 +19,7 @@ __all__ = [
     "RETRIABLE_EXCEPTIONS",
     "RetryPolicy",
     "backoff_delay",
+    "certificate_error",
     "parse_retry_after",
     "should_retry",
 ]
@@ -26,7 +28,8 @@ DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504
 
 # Transport failures worth another attempt. Deliberately narrower than httpx.TransportError:
 # UnsupportedProtocol (a bad ROBOFY_BASE_URL scheme) and LocalProtocolError (a client bug)
-# fail the same way every time.
+# fail the same way every time. So does a certificate that cannot be verified, although httpx
+# reports it as a ConnectError: see `certificate_error`.
 RETRIABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
     httpx.TimeoutException,
     httpx.NetworkError,
@@ -83,7 +86,34 @@ def should_retry(
     if isinstance(status_or_exception, int):
         statuses = (policy or _DEFAULT_POLICY).retry_statuses
         return status_or_exception in statuses
-    return isinstance(status_or_exception, (*RETRIABLE_EXCEPTIONS, ValueError))
+    return (
+        isinstance(status_or_exception, (*RETRIABLE_EXCEPTIONS, ValueError))
+        and certificate_error(status_or_exception) is None
+    )
+
+
+def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """Find the certificate-verification failure behind `exc`, if there is one.
+
+    httpx (and the stdlib transport) raise `httpx.ConnectError` for every TLS handshake failure,
+    with the `ssl` error as its cause. A certificate that cannot be verified (unknown or
+    self-signed CA, expired, hostname mismatch) fails the same way on every attempt, so it is
+    never retried; other TLS errors (a reset mid-handshake) stay retriable.
+
+    Args:
+        exc: The exception an attempt raised.
+
+    Returns:
+        The `ssl.SSLCertVerificationError` found among `exc` and its causes, or None.
+    """
+    current: BaseException | None = exc
+    for _ in range(8):  # a cause chain is short; the bound guards against a cycle
+        if current is None:
+            return None
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
