@@ -6,12 +6,13 @@ import argparse
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +21,13 @@ from typing import Any, TextIO
 
 from robofy_etl import __version__
 from robofy_etl.settings import API_KEY_ENV, Settings, SettingsError
+
+# Exit statuses (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run failed: a step stopped, nothing downstream of it ran
+EXIT_USAGE = 2  # a bad argument or setting: nothing ran
+EXIT_INCOMPLETE = 3  # the run finished, but something did not load (listed in the summary)
+EARLIEST_DAY = date(2015, 1, 1)  # no Robofy data is older
 
 log = logging.getLogger("robofy_etl.cli")
 
@@ -129,10 +137,29 @@ class SyncOutcome:
     raw_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     checks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (passed, severity)
     published: str = ""
+    # What did not load, and why (the raw assets' `problems` metadata): kept as stored,
+    # retried by the next run.
+    problems: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def failed_checks(self) -> list[str]:
         return sorted(name for name, (passed, _) in self.checks.items() if not passed)
+
+    @property
+    def failed_error_checks(self) -> list[str]:
+        """Failed checks of ERROR severity (a WARN check's failure does not fail a sync)."""
+        return sorted(
+            name
+            for name, (passed, severity) in self.checks.items()
+            if not passed and severity == "ERROR"
+        )
+
+    @property
+    def exit_code(self) -> int:
+        if not self.success:
+            return EXIT_FAILED
+        return EXIT_INCOMPLETE if self.problems or self.failed_error_checks else EXIT_OK
 
 
 def run_sync(
@@ -141,8 +168,12 @@ def run_sync(
     last: date,
     *,
     env: Mapping[str, str] | None = None,
+    refetch: bool = False,
 ) -> SyncOutcome:
-    """Materializes every asset for the days ``first..last`` (inclusive) as one Dagster run."""
+    """Materializes every asset for the days ``first..last`` (inclusive) as one Dagster run.
+
+    ``refetch``: fetch every transcript of those days again, changed or not.
+    """
     import dagster as dg  # imported here: `robofy-etl --help` should not pay for Dagster
 
     # Single-run backfill policies are "beta" in Dagster 1.13; the user can't act on that.
@@ -150,8 +181,11 @@ def run_sync(
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from robofy_etl.defs.assembly import build_definitions
+    from robofy_etl.defs.ingest import REFETCH_TAG
     from robofy_etl.defs.schedules import SYNC_JOB, range_tags
 
+    if first < EARLIEST_DAY:
+        raise CliError(f"--start {first} is before {EARLIEST_DAY}: no Robofy data is that old")
     if last < first:
         raise CliError(f"--end {last} is before --start {first}")
     if last > _today():
@@ -175,7 +209,7 @@ def run_sync(
     with instance:
         result = job.execute_in_process(
             instance=instance,
-            tags=range_tags(first, last),
+            tags={**range_tags(first, last), **({REFETCH_TAG: "true"} if refetch else {})},
             raise_on_error=False,
             # Failures are summarized by us, without Dagster's stack traces on the console.
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
@@ -190,6 +224,9 @@ def run_sync(
                 continue  # a range run reports the same metadata once per partition
             seen.add(tuple(materialization.asset_key.path))
             meta = {k: v.value for k, v in materialization.metadata.items()}
+            problems = meta.get("problems")
+            if isinstance(problems, str) and problems != "none":
+                outcome.problems += [p for p in problems.splitlines() if p not in outcome.problems]
             if materialization.asset_key.path[0] == "raw":
                 name = materialization.asset_key.path[1]
                 outcome.raw_rows[name] = {
@@ -210,7 +247,23 @@ def run_sync(
                 )
         if not result.success:
             outcome.errors = _failure_messages(result)
+            outcome.interrupted = any(
+                "DagsterExecutionInterruptedError" in message or "KeyboardInterrupt" in message
+                for message in _failure_classes(result)
+            )
     return outcome
+
+
+def _failure_classes(result: Any) -> list[str]:
+    """The class names of every failed step's error chain."""
+    names: list[str] = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                names.append(error.cls_name or "")
+                error = error.cause
+    return names
 
 
 def _as_int(value: object) -> int:
@@ -266,6 +319,11 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
         print("\nSync failed:", file=out)
         for message in outcome.errors:
             print(f"  {message}", file=out)
+        print(
+            "Everything loaded before the failure is kept (each load is one transaction); "
+            "the next sync resumes from there.",
+            file=out,
+        )
         return
     reader = outcome.published or settings.resolved_publish_path
     print(
@@ -291,6 +349,14 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
     if Path(reader).exists():
         print(f"\nRows per mart ({reader}):", file=out)
         print(_table(_mart_counts(reader), ["mart", "rows"]), file=out)
+    if outcome.problems:
+        print(
+            f"\nIncomplete: {len(outcome.problems)} thing(s) did not load (the rest did; what "
+            "was stored before is kept, and the next sync retries them):",
+            file=out,
+        )
+        for problem in outcome.problems:
+            print(f"  - {problem}", file=out)
 
 
 def _settings_with(args: argparse.Namespace) -> Settings:
@@ -310,10 +376,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
     start = args.start or end - timedelta(days=DEMO_DAYS - 1)
     print(f"robofy-etl {__version__}: syncing {start}..{end} from {settings.base_url}")
     print(f"warehouse: {settings.duckdb_path}")
+    if args.refetch:
+        print("refetching every transcript of these days")
     with _progress(sys.stderr):
-        outcome = run_sync(settings, start, end)
+        outcome = run_sync(settings, start, end, refetch=args.refetch)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
     print_sync_summary(outcome, settings, sys.stdout)
-    return 0 if outcome.success else 1
+    return outcome.exit_code
 
 
 # --------------------------------------------------------------------------- demo
@@ -344,9 +414,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         with _progress(sys.stderr):
             outcome = run_sync(settings, first, today)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
     print_sync_summary(outcome, settings, sys.stdout)
     if not outcome.success:
-        return 1
+        return EXIT_FAILED
     reader = outcome.published or settings.resolved_publish_path
     with duckdb.connect(reader, read_only=True) as conn:
         for title, sql in DEMO_QUERIES:
@@ -444,6 +516,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         quarantined = conn.execute(
             "select stream, reason, count(*) from meta.quarantine group by all order by 1, 2"
         ).fetchall()
+        outstanding = _rows_if_table(
+            conn,
+            "meta.outstanding",
+            """select stream, chatbot_id, item, slice, attempts, last_seen_at, reason
+               from meta.outstanding order by first_seen_at, stream, chatbot_id, item""",
+        )
+        missing = _rows_if_table(
+            conn,
+            "meta.missing",
+            """select stream, chatbot_id, count(*), max(misses), max(last_missed_at)
+               from meta.missing group by all order by all""",
+        )
+        removed = _rows_if_table(
+            conn,
+            "meta.removed_rows",
+            """select stream, reason, count(*), max(removed_at)
+               from meta.removed_rows group by all order by all""",
+        )
     print(f"warehouse: {path}\n")
     print(
         _table(loads, ["stream", "last load (UTC)", "last slice", "inserted", "updated", "deleted"])
@@ -454,7 +544,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("\nquarantined records:" if quarantined else "\nquarantined records: none")
     if quarantined:
         print(_table(quarantined, ["stream", "reason", "records"]))
+    print(
+        "\noutstanding (did not arrive complete; every sync retries them):"
+        if outstanding
+        else "\noutstanding: none"
+    )
+    if outstanding:
+        shown = [(*row[:6], _short(str(row[6]))) for row in outstanding[:50]]
+        print(
+            _table(
+                shown, ["stream", "chatbot", "item", "day(s)", "attempts", "last tried", "reason"]
+            )
+        )
+        if len(outstanding) > 50:
+            print(f"... and {len(outstanding) - 50} more (select * from meta.outstanding)")
+    if missing:
+        print("\nstored rows the latest scans did not list (kept until the evidence is in):")
+        print(_table(missing, ["stream", "chatbot", "rows", "misses in a row", "last missed"]))
+    if removed:
+        print("\nremoved rows (recoverable from meta.removed_rows):")
+        print(_table(removed, ["stream", "reason", "rows", "last removed"]))
     return 0
+
+
+def _rows_if_table(conn: Any, table: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``, or none when ``table`` does not exist yet (an older warehouse)."""
+    schema, name = table.split(".")
+    exists = conn.execute(
+        "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return conn.execute(sql).fetchall() if exists and exists[0] else []
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- entry point
@@ -462,9 +586,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _date(value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date like 2026-10-01: {value!r}") from None
+    if day < EARLIEST_DAY:
+        raise argparse.ArgumentTypeError(
+            f"{value} is before {EARLIEST_DAY}: no Robofy data is that old"
+        )
+    return day
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -483,6 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="sync a range of days (API key from $ROBOFY_API_KEY)")
     p.add_argument("--start", type=_date, help="first day, UTC (default: 13 days before --end)")
     p.add_argument("--end", type=_date, help="last day, inclusive (default: today)")
+    p.add_argument(
+        "--refetch",
+        action="store_true",
+        help="fetch every transcript of these days again, changed or not (a repair)",
+    )
     common(p)
     p.set_defaults(func=cmd_sync)
 
@@ -506,7 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("status", help="last loads, schema drift and quarantined records")
+    p = sub.add_parser(
+        "status", help="last loads, schema drift, quarantined records and what is outstanding"
+    )
     common(p)
     p.set_defaults(func=cmd_status)
     return parser
@@ -524,7 +660,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         print(f"robofy-etl: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return _interrupted()
+
+
+# The signal that stopped the command, as `run` learns it (None: unknown, taken as SIGINT).
+_last_signal: Callable[[], int | None] = lambda: None  # noqa: E731
+
+
+def _interrupted() -> int:
+    """Says that the command was interrupted and what that means; returns 128 + the signal."""
+    signum = _last_signal() or signal.SIGINT
+    name = signal.Signals(signum).name
+    print(
+        f"\nrobofy-etl: interrupted ({name}). Everything committed before it is kept (each load "
+        "is one transaction); the next sync resumes from there.",
+        file=sys.stderr,
+    )
+    return 128 + signum
+
+
+def _watch_signals() -> Callable[[], int | None]:
+    """Makes SIGTERM stop the command like Ctrl-C, and remembers which of them arrived.
+
+    Dagster maps SIGTERM onto its SIGINT handler while a run executes, so the handler cannot
+    tell them apart; the interpreter's wakeup file descriptor can: it receives the number of
+    every signal, whoever handles it.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    def last() -> int | None:
+        try:
+            data = os.read(read_end, 4096)
+        except BlockingIOError:
+            return None
+        stops = [b for b in data if b in (signal.SIGINT, signal.SIGTERM)]
+        return stops[-1] if stops else None
+
+    return last
 
 
 def run() -> None:  # pragma: no cover - exercised by the subprocess tests and benchmarks
@@ -540,8 +722,9 @@ def run() -> None:  # pragma: no cover - exercised by the subprocess tests and b
       Dagster is imported. Every file is closed and every stream flushed by then, so the
       process ends with `os._exit`.
     """
-    global _STANDALONE  # set once, before anything runs
+    global _STANDALONE, _last_signal  # set once, before anything runs
     _STANDALONE = True
+    _last_signal = _watch_signals()
     try:
         code = main()
     except SystemExit as exc:  # argparse's --help and usage errors
@@ -549,7 +732,7 @@ def run() -> None:  # pragma: no cover - exercised by the subprocess tests and b
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except KeyboardInterrupt:
-        code = 130
+        code = _interrupted()
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -154,8 +154,9 @@ class SyncReport:
     unparseable_timestamps: int = 0
     implausible_timestamps: int = 0
     drift: list[str] = field(default_factory=list)
-    # What did not load, and why: one line each. A run with problems ends non-zero.
-    problems: list[str] = field(default_factory=list)
+    # What did not load, and why, by raw table: one line each. A run with problems ends
+    # non-zero.
+    problems_by_table: dict[str, list[str]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
 
@@ -170,6 +171,14 @@ class SyncReport:
                 deleted=prev.deleted + counts.deleted,
                 unchanged=prev.unchanged + counts.unchanged,
             )
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem of the sync, whatever its table."""
+        return [text for texts in self.problems_by_table.values() for text in texts]
+
+    def problems_of(self, table: str) -> list[str]:
+        return self.problems_by_table.get(table, [])
 
     def metadata(self, table: str) -> dict[str, Any]:
         """Flat metadata for one table's materialization."""
@@ -187,7 +196,7 @@ class SyncReport:
             "quarantined": self.quarantined,
             "unparseable_timestamps": self.unparseable_timestamps,
             "implausible_timestamps": self.implausible_timestamps,
-            "problems": "\n".join(self.problems) if self.problems else "none",
+            "problems": "\n".join(self.problems_of(table)) or "none",
             "schema_drift": ", ".join(self.drift) if self.drift else "none",
             **self.details,
             "duration_s": round(self.duration_s, 3),
@@ -234,10 +243,10 @@ class _Tracker:
             return None, "implausible"
         return parsed, None
 
-    def problem(self, text: str) -> None:
-        """Something did not load: it is reported, and the run ends non-zero."""
+    def problem(self, table: str, text: str) -> None:
+        """Something of ``table`` did not load: it is reported, and the run ends non-zero."""
         with self._lock:
-            self.report.problems.append(text)
+            self.report.problems_by_table.setdefault(table, []).append(text)
         log.warning("%s", text)
 
     def observe(self, table: str, record: Mapping[str, Any]) -> None:
@@ -405,8 +414,9 @@ def sync_chatbots(
         if isinstance(records, RobofyError):
             unlisted.add(project_id)
             t.problem(
+                table,
                 f"chatbots of project {project_id} did not load: {_reason(records)}. Its stored "
-                "chatbots are kept; the next run retries."
+                "chatbots are kept; the next run retries.",
             )
             continue
         for record in records:
@@ -434,6 +444,9 @@ def sync_chatbots(
     report = _write(wh, run_id, t, table, rows, scope=None, within=within)
     report.details["projects"] = len(project_ids)
     return report
+
+
+_SNAPSHOT_TABLES = {"project": "robofy__projects", "chatbot": "robofy__chatbots"}
 
 
 def _confirm_vanished(
@@ -468,9 +481,10 @@ def _confirm_vanished(
             kept.append(key)
     if kept:
         t.problem(
+            _SNAPSHOT_TABLES[endpoint],
             f"the {endpoint} listing left out {len(kept)} {endpoint}(s) that still exist "
             f"({', '.join(sorted(kept)[:5])}): the listing was incomplete, so they are kept as "
-            "they were."
+            "they were.",
         )
     return gone
 
@@ -766,8 +780,9 @@ def _scan_all(
     for scan in scans:
         if scan.failed is not None:
             t.problem(
+                spec.table,
                 f"{spec.endpoint} of chatbot {scan.chatbot_id} ({window}) did not load: "
-                f"{scan.failed}. Its stored rows are kept; the next run retries it."
+                f"{scan.failed}. Its stored rows are kept; the next run retries it.",
             )
     return scans
 
@@ -1007,7 +1022,8 @@ def _combined(window: Window, reports: Sequence[SyncReport]) -> SyncReport:
         out.unparseable_timestamps += report.unparseable_timestamps
         out.implausible_timestamps += report.implausible_timestamps
         out.drift += [entry for entry in report.drift if entry not in out.drift]
-        out.problems += report.problems
+        for table, texts in report.problems_by_table.items():
+            out.problems_by_table.setdefault(table, []).extend(texts)
         for name, value in report.details.items():
             if name in _NOT_ADDITIVE or not isinstance(value, int):
                 out.details[name] = max(value, out.details.get(name, value))
@@ -1091,11 +1107,12 @@ def _confirm_gone(
     for ((chatbot_id, _), ids), (gone, existing) in api.fan_out(items, probe):
         if existing is not None:
             t.problem(
+                _SESSIONS_LIST.table,
                 f"sessions of chatbot {chatbot_id} ({window}): the listing left out {len(ids)} "
                 f"stored session(s), and at least one still exists (e.g. {existing}): the "
                 "listing was incomplete (an empty page, a page without its next token, or an "
                 "order outlier). Every stored session of this chatbot is kept; the next run "
-                "scans it again."
+                "scans it again.",
             )
         confirmed.update((chatbot_id, session_id) for session_id in gone)
     t.report.details["sessions_confirmed_gone"] = len(confirmed)
@@ -1389,7 +1406,7 @@ def _sync_conversations(
                 pending_write.result()
 
     if incomplete:
-        t.problem(_outstanding_note("transcripts", incomplete))
+        t.problem(_MESSAGES_TABLE, _outstanding_note("transcripts", incomplete))
     report = t.finish()
     report.details.update(
         {
@@ -1609,7 +1626,10 @@ def _refresh_continued(
         )
     t.report.add_counts(sessions_table, s_counts)
     if incomplete:
-        t.problem(_outstanding_note("transcripts", [(c, s, r) for c, s, _, r in incomplete]))
+        t.problem(
+            _MESSAGES_TABLE,
+            _outstanding_note("transcripts", [(c, s, r) for c, s, _, r in incomplete]),
+        )
     log.info(
         "refreshed %d conversations that started before %s or were outstanding (%d with new "
         "messages)",
@@ -1719,11 +1739,11 @@ def sync_leads(
         for chatbot_id, keys in sorted(by_chatbot.items()):
             worst = max(misses[k] for k in keys)
             t.problem(
+                table,
                 f"leads of chatbot {chatbot_id} ({window}): {len(keys)} stored lead(s) were not "
                 f"listed (missed {worst} time(s) in a row; removed after {MISSES_TO_DELETE}). "
-                "They are kept; if the listing was cut short, the next run lists them again."
+                "They are kept; if the listing was cut short, the next run lists them again.",
             )
-        report.problems = t.report.problems
     report.details["chatbots"] = len(chatbots)
     report.details["leads_missed"] = len(kept)
     report.details["leads_removed"] = len(remove)
@@ -1812,7 +1832,7 @@ def sync_message_stats(
         else:
             done.append((chatbot_id, Window(first, last + timedelta(days=1))))
     if failed:
-        t.problem(_outstanding_note("message stats ranges", failed))
+        t.problem(table, _outstanding_note("message stats ranges", failed))
     chatbots = [(c, p) for c, p in chatbots if c not in gone]
     with wh.transaction(run_id=run_id) as tx:
         counts = tx.replace(

@@ -8,8 +8,8 @@ over one read connection each, and both can be subset to the checks a run select
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 import dagster as dg
@@ -19,6 +19,7 @@ from dagster import AssetCheckExecutionContext
 from robofy_etl.defs.ingest import POOL, raw_key
 from robofy_etl.defs.models import model_key
 from robofy_etl.defs.resources import WarehouseResource
+from robofy_etl.defs.schedules import RANGE_END
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
 from robofy_etl.warehouse.tables import RAW_TABLES
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 FRESHNESS = timedelta(hours=26)
 FRESH_STREAMS = ("robofy__inbox_sessions", "robofy__leads")
 
-Evaluate = Callable[[duckdb.DuckDBPyConnection], quality.CheckOutcome]
+# A check's query, given a read connection and the run's tags (the days the run asked for).
+Evaluate = Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], quality.CheckOutcome]
 
 
 class _Check:
@@ -40,20 +42,40 @@ class _Check:
         self.warn = warn
 
 
-def _raw_unique(conn: duckdb.DuckDBPyConnection, *, table: str) -> quality.CheckOutcome:
+def _raw_unique(
+    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, table: str
+) -> quality.CheckOutcome:
     return quality.raw_unique_key(conn, table)
 
 
-def _orphans(conn: duckdb.DuckDBPyConnection, *, ref: quality.Reference) -> quality.CheckOutcome:
+def _orphans(
+    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, ref: quality.Reference
+) -> quality.CheckOutcome:
     return quality.orphans(conn, ref)
 
 
-def _fresh(conn: duckdb.DuckDBPyConnection, *, table: str) -> quality.CheckOutcome:
-    return quality.latest_load(conn, table, FRESHNESS, datetime.now(UTC).replace(tzinfo=None))
+def _fresh(
+    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, table: str
+) -> quality.CheckOutcome:
+    """Fresh means: the last day this run asked for (yesterday, for a run without a range) was
+    loaded recently. So a sync of a past window is judged on that window, not on today."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    asked = tags.get(RANGE_END)
+    try:
+        wanted = date.fromisoformat(asked) if asked else now.date() - timedelta(days=1)
+    except ValueError:
+        wanted = now.date() - timedelta(days=1)
+    return quality.latest_load(conn, table, FRESHNESS, now, min(wanted, now.date()))
 
 
-def _grain(conn: duckdb.DuckDBPyConnection, *, model: Model) -> quality.CheckOutcome:
+def _grain(
+    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, model: Model
+) -> quality.CheckOutcome:
     return quality.unique_key(conn, model.name, model.key_columns)
+
+
+def _reconcile(conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str]) -> quality.CheckOutcome:
+    return quality.reconcile_daily_activity(conn)
 
 
 def _raw_checks() -> list[_Check]:
@@ -87,7 +109,8 @@ def _raw_checks() -> list[_Check]:
                 dg.AssetCheckSpec(
                     f"{table}__loaded_recently",
                     asset=raw_key(table),
-                    description=f"raw.{table} was loaded in the last {FRESHNESS}.",
+                    description=f"The last day the run asked for (yesterday, without a range) "
+                    f"was loaded into raw.{table} in the last {FRESHNESS}.",
                 ),
                 partial(_fresh, table=table),
                 warn=True,
@@ -123,7 +146,7 @@ def _mart_checks(models: Sequence[Model]) -> list[_Check]:
                     "(2% tolerance) on settled days that no conversation from before the "
                     "synced range reaches; the difference is reported as metadata.",
                 ),
-                quality.reconcile_daily_activity,
+                _reconcile,
                 warn=True,
             )
         )
@@ -140,7 +163,8 @@ def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
         started = time.monotonic()
         selected = [by_key[key] for key in context.selected_asset_check_keys]
         with warehouse.get_warehouse().connect() as conn:
-            outcomes = [(check, check.evaluate(conn)) for check in selected]
+            tags = context.run.tags
+            outcomes = [(check, check.evaluate(conn, tags)) for check in selected]
         failed = [check.spec.name for check, outcome in outcomes if not outcome.passed]
         log.info(
             "%s: %d of %d passed in %.1fs%s",

@@ -18,10 +18,23 @@ log = logging.getLogger(__name__)
 GROUP = "raw"
 POOL = "robofy_warehouse"  # one writer of the DuckDB file at a time (dagster.yaml: pools)
 KIND_TAGS = {"dagster/kind/duckdb": "", "dagster/kind/python": ""}
+# Run tag: fetch every transcript of the run's days again, changed or not (`sync --refetch`).
+REFETCH_TAG = "robofy/refetch"
+COMPLETE = "loaded_completely"
 
 
 def raw_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
+
+
+def complete_check(table: str) -> dg.AssetCheckSpec:
+    """The check each raw asset reports itself: everything it asked the API for arrived."""
+    return dg.AssetCheckSpec(
+        f"{table}__{COMPLETE}",
+        asset=raw_key(table),
+        description=f"Everything this run asked the API for raw.{table} arrived complete; "
+        "what did not is listed (kept as stored, retried by the next run).",
+    )
 
 
 def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult[Any]:
@@ -40,8 +53,19 @@ def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult[Any]
         report.api.get("retries", 0),
         report.duration_s,
     )
+    problems = report.problems_of(table)
+    check = dg.AssetCheckResult(
+        asset_key=raw_key(table),
+        check_name=f"{table}__{COMPLETE}",
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="\n".join(problems)[:4000] if problems else "everything asked for arrived",
+        metadata={"problems": len(problems)},
+    )
     return dg.MaterializeResult(
-        asset_key=raw_key(table), metadata={**metadata, "dagster/row_count": rows}
+        asset_key=raw_key(table),
+        metadata={**metadata, "dagster/row_count": rows},
+        check_results=[check],
     )
 
 
@@ -59,10 +83,11 @@ def _snapshot_asset(
         pool=POOL,
         tags=KIND_TAGS,
         metadata={"slice": "whole table (snapshot merge, soft deletes)"},
+        check_specs=[complete_check(table)],
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult[Any]:
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]  # bare: Dagster maps check outputs by it
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = sync(api, wh, context.run.run_id, naive_tz=robofy.naive_timezone)
@@ -88,10 +113,11 @@ def _windowed_asset(
         pool=POOL,
         tags=KIND_TAGS,
         metadata={"partition_expr": partition_expr},
+        check_specs=[complete_check(table)],
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult[Any]:
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]  # bare: Dagster maps check outputs by it
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = sync(
@@ -163,6 +189,7 @@ def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDe
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=POOL,
+        check_specs=[complete_check(sessions.path[1]), complete_check(messages.path[1])],
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
@@ -170,7 +197,12 @@ def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDe
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
             report = streams.sync_conversations(
-                api, wh, context.run.run_id, window_of(context), naive_tz=robofy.naive_timezone
+                api,
+                wh,
+                context.run.run_id,
+                window_of(context),
+                naive_tz=robofy.naive_timezone,
+                refetch=context.run.tags.get(REFETCH_TAG) == "true",
             )
         yield _result("robofy__inbox_sessions", report)
         yield _result("robofy__chat_messages", report)

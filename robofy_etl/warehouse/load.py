@@ -546,7 +546,9 @@ def replace_slice(
                 conn, table, relation, status, pred.sql(table.relation), pred.params
             )
             key_match = " and ".join(f"s.{_q(k)} = t.{_q(k)}" for k in table.key)
-            _archive_removed(conn, table, pred, status, key_match, removal_reason, run_id, loaded_at)
+            _archive_removed(
+                conn, table, pred, status, key_match, removal_reason, run_id, loaded_at
+            )
             (removed,) = _first_row(
                 conn,
                 f"""

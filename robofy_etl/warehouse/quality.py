@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -100,20 +100,25 @@ def orphans(conn: duckdb.DuckDBPyConnection, ref: Reference) -> CheckOutcome:
 
 
 def latest_load(
-    conn: duckdb.DuckDBPyConnection, table: str, max_age: timedelta, now: datetime
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    max_age: timedelta,
+    now: datetime,
+    wanted: date | None = None,
 ) -> CheckOutcome:
-    """The latest partition is fresh: a load within ``max_age`` of ``now`` (naive UTC) that
-    covered yesterday or later, per ``meta.load_audit``."""
+    """The day ``wanted`` (default: yesterday) is fresh: a load within ``max_age`` of ``now``
+    (naive UTC) covered it or a later day, per ``meta.load_audit``."""
+    wanted = wanted or now.date() - timedelta(days=1)
     row = conn.execute(
         """
         select max(finished_at), max(try_cast(split_part(slice, '..', 2) as date))
-        from meta.load_audit where stream = ?
+        from meta.load_audit
+        where stream = ? and try_cast(split_part(slice, '..', 2) as date) >= ?
         """,
-        [table],
+        [table, wanted],
     ).fetchone()
     last, last_day = (row[0], row[1]) if row else (None, None)
     age = None if last is None else now - last
-    wanted = now.date() - timedelta(days=1)
     return CheckOutcome(
         passed=age is not None and age <= max_age and last_day is not None and last_day >= wanted,
         description=f"raw.{table} was loaded in the last {max_age}, up to {wanted} or later",
