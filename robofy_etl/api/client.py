@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import random
 import threading
@@ -39,7 +40,12 @@ from robofy_etl.api.retry import (
     certificate_error,
     parse_retry_after,
 )
-from robofy_etl.api.transport import StdlibTransport
+from robofy_etl.api.transport import (
+    ATTEMPT_TIMEOUT_FACTOR,
+    StdlibTransport,
+    add_attempt_deadline,
+    attempt_deadline,
+)
 
 __all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
 
@@ -65,8 +71,13 @@ class ClientConfig:
         api_key: The API key; excluded from repr and never logged.
         auth_header: `bearer` sends `Authorization: Bearer <key>`; `api-key` sends
             `api-key: <key>`.
-        timeout_s: Read/write/pool timeout in seconds.
+        timeout_s: Read/write/pool timeout in seconds: the longest wait for any one chunk.
         connect_timeout_s: Connect timeout in seconds.
+        attempt_timeout_s: Seconds one attempt may take to send its request and read the whole
+            response, however steadily the bytes trickle in; past it the attempt is a timeout
+            and is retried. None (default) means `ATTEMPT_TIMEOUT_FACTOR` (2) times
+            `timeout_s`; see `attempt_timeout`. Opening a connection is bounded separately
+            by `connect_timeout_s`.
         max_in_flight: Hard cap of concurrent HTTP requests across all threads.
         max_requests_per_second: Proactive pacing shared by all threads; None disables it.
         max_pages: Page cap per list (PaginationLoopError beyond it).
@@ -85,6 +96,7 @@ class ClientConfig:
     auth_header: Literal["bearer", "api-key"] = "bearer"
     timeout_s: float = 30.0
     connect_timeout_s: float = 10.0
+    attempt_timeout_s: float | None = None
     max_in_flight: int = 16
     max_requests_per_second: float | None = None
     max_pages: int = 10_000
@@ -113,8 +125,12 @@ class ClientConfig:
             raise ValueError("ROBOFY_MAX_IN_FLIGHT must be at least 1.")
         if self.max_requests_per_second is not None and self.max_requests_per_second <= 0:
             raise ValueError("ROBOFY_MAX_RPS must be positive (or unset to disable pacing).")
-        if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
-            raise ValueError("ROBOFY_TIMEOUT_S and the connect timeout must be positive.")
+        timeouts = (self.timeout_s, self.connect_timeout_s, self.attempt_timeout)
+        if not all(0 < t < math.inf for t in timeouts):  # also rejects NaN
+            raise ValueError(
+                "ROBOFY_TIMEOUT_S, the connect timeout and the attempt timeout must be positive "
+                "finite numbers of seconds."
+            )
         if self.max_pages < 1:
             raise ValueError("max_pages must be at least 1.")
         if len(self.stats_params) != 4:
@@ -125,6 +141,13 @@ class ClientConfig:
             raise ValueError(
                 f"Unknown timezone {self.naive_timezone!r} for naive timestamps."
             ) from exc
+
+    @property
+    def attempt_timeout(self) -> float:
+        """Seconds one attempt may take, connecting aside (`attempt_timeout_s` or its default)."""
+        if self.attempt_timeout_s is not None:
+            return self.attempt_timeout_s
+        return ATTEMPT_TIMEOUT_FACTOR * self.timeout_s
 
 
 @dataclass(slots=True)
@@ -219,9 +242,12 @@ class RobofyClient:
             else {"api-key": key}
         )
         pool = config.max_in_flight + 4
+        own_httpx = transport is None and config.http_transport == "httpx"
         if transport is None and config.http_transport == "stdlib":
             transport = StdlibTransport(
-                connect_timeout=config.connect_timeout_s, read_timeout=config.timeout_s
+                connect_timeout=config.connect_timeout_s,
+                read_timeout=config.timeout_s,
+                attempt_timeout=config.attempt_timeout,
             )
         self._base_url = config.base_url.rstrip("/")
         self._http = httpx.Client(
@@ -240,6 +266,12 @@ class RobofyClient:
         # response through a cookiejar (~7% of the CPU of a sync). A jar that ignores
         # Set-Cookie also keeps a server from pinning state onto later requests.
         self._http._cookies = _NoCookies()
+        # httpx has no total timeout: its transport gets the attempt deadline through a wrapped
+        # network backend, set per attempt in _get. (StdlibTransport enforces it itself; an
+        # injected transport is the caller's business.)
+        self._httpx_deadline: float | None = None
+        if own_httpx and add_attempt_deadline(self._http):
+            self._httpx_deadline = config.attempt_timeout
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._pacer = (
             _Pacer(config.max_requests_per_second, clock, sleep)
@@ -309,8 +341,13 @@ class RobofyClient:
                 if self._pacer is not None:
                     self._pacer.wait()
                 try:
-                    response = self._http.send(request)
-                    content = response.content
+                    if self._httpx_deadline is None:
+                        response = self._http.send(request)
+                        content = response.content
+                    else:
+                        with attempt_deadline(self._httpx_deadline):
+                            response = self._http.send(request)
+                            content = response.content
                 except httpx.TransportError as exc:
                     failure = exc
             elapsed = time.perf_counter() - started
@@ -402,9 +439,10 @@ class RobofyClient:
             return RobofyTimeoutError(
                 self._scrub(
                     f"Robofy at {base} did not answer {path} in time "
-                    f"({type(failure).__name__}, {attempts} attempts, timeout "
-                    f"{self._config.timeout_s}s). Check ROBOFY_BASE_URL and the network, or "
-                    "raise the timeout."
+                    f"({type(failure).__name__}, {attempts} attempts; read timeout "
+                    f"{self._config.timeout_s:g}s, at most {self._config.attempt_timeout:g}s "
+                    "per attempt). Check ROBOFY_BASE_URL and the network, or raise "
+                    "ROBOFY_TIMEOUT_S."
                 ),
                 base_url=self._scrub(base),
                 path=path,

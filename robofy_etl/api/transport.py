@@ -22,18 +22,49 @@ not supported; set ``ROBOFY_HTTP_TRANSPORT=httpx`` to use httpx's own transport 
 
 Errors are raised as the httpx exceptions the retry layer already understands (``ConnectError``,
 ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ``ReadError``).
+
+**The attempt deadline.** A read timeout bounds each wait for bytes, not the response: a server
+that sends one byte every 2 s never trips a 5 s read timeout, and once held one request for
+121 s. So sending a request and reading its whole response must also end within an attempt
+timeout, by default ``ATTEMPT_TIMEOUT_FACTOR`` (2) times the read timeout: a response may take
+as long to arrive as the read timeout allows and as long again to stream in. Past it the attempt
+raises ``httpx.ReadTimeout`` and is retried like any timeout. Opening a connection (TCP and the
+TLS handshake) is bounded by the connect timeout on top, so one attempt lasts at most
+``connect timeout + attempt timeout``.
+
+This module enforces it for both transports: ``StdlibTransport`` checks the deadline before
+every ``recv``; for httpx's own transport, ``add_attempt_deadline`` wraps httpcore's network
+streams so every read waits at most until the deadline the client set with ``attempt_deadline``.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import select
 import socket
 import ssl
 import threading
 import time
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import httpcore
 import httpx
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "ATTEMPT_TIMEOUT_FACTOR",
+    "StdlibTransport",
+    "add_attempt_deadline",
+    "attempt_deadline",
+]
+
+ATTEMPT_TIMEOUT_FACTOR = 2.0
+"""Default attempt timeout, in read timeouts (see the module docstring)."""
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_LINE = 65536  # bytes in a status or header line
@@ -45,12 +76,57 @@ class _ProtocolError(Exception):
     """The server's bytes are not a well-formed HTTP/1.x response."""
 
 
-class _Connection:
-    __slots__ = ("last_used", "reader", "sock")
+class _DeadlineExceeded(TimeoutError):
+    """The response did not arrive in full before the attempt deadline."""
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class _SocketReader(io.RawIOBase):
+    """The read side of a socket: the per-read timeout, capped by the attempt's deadline.
+
+    Replaces ``socket.makefile("rb")``'s ``SocketIO`` under the same ``BufferedReader``. The
+    socket timeout is only changed when the deadline is nearer than the read timeout, so a fast
+    response pays one clock read per ``recv`` and no extra system call.
+    """
+
+    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._read_timeout = read_timeout
+        self._shortened = False
+        self.deadline = math.inf
+
+    def start(self, deadline: float) -> None:
+        """Begin an exchange that must be read in full by `deadline` (a monotonic time)."""
+        self.deadline = deadline
+        if self._shortened:
+            self._sock.settimeout(self._read_timeout)
+            self._shortened = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining < self._read_timeout:
+            if remaining <= 0:
+                raise _DeadlineExceeded
+            self._sock.settimeout(remaining)
+            self._shortened = True
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            if self._shortened:  # the deadline, not the read timeout, ran out
+                raise _DeadlineExceeded from None
+            raise
+
+
+class _Connection:
+    __slots__ = ("last_used", "raw", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
         self.sock = sock
-        self.reader: BinaryIO = sock.makefile("rb")
+        self.raw = _SocketReader(sock, read_timeout)
+        self.reader: BinaryIO = io.BufferedReader(self.raw)
         self.last_used = time.monotonic()
 
     def closed_by_peer(self) -> bool:
@@ -173,10 +249,24 @@ class StdlibTransport(httpx.BaseTransport):
         *,
         connect_timeout: float,
         read_timeout: float,
+        attempt_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """Create the transport; connections are opened on first use, one per thread.
+
+        Args:
+            connect_timeout: Seconds to open a connection (TCP and TLS handshake).
+            read_timeout: Seconds to wait for each chunk of the response.
+            attempt_timeout: Seconds to send a request and read its whole response (default
+                ``ATTEMPT_TIMEOUT_FACTOR * read_timeout``).
+            ssl_context: TLS settings (default: ``ssl.create_default_context()``, which honours
+                SSL_CERT_FILE and SSL_CERT_DIR).
+        """
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._attempt_timeout = (
+            ATTEMPT_TIMEOUT_FACTOR * read_timeout if attempt_timeout is None else attempt_timeout
+        )
         self._ssl_context = ssl_context
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -209,7 +299,7 @@ class StdlibTransport(httpx.BaseTransport):
         except OSError as exc:  # ssl.SSLError is an OSError
             sock.close()
             raise httpx.ConnectError(f"cannot connect to {host}: {exc}", request=request) from exc
-        conn = _Connection(sock)
+        conn = _Connection(sock, self._read_timeout)
         with self._lock:
             self._open.add(conn)
         return conn
@@ -237,8 +327,16 @@ class StdlibTransport(httpx.BaseTransport):
         if conn is None:
             conn = pool[key] = self._connect(scheme, host, key[2], request)
         try:
+            conn.raw.start(time.monotonic() + self._attempt_timeout)
             conn.sock.sendall(message)
             version, status, headers, body, keep_alive = _read_response(conn.reader, request.method)
+        except _DeadlineExceeded as exc:
+            self._drop(key, conn)
+            raise httpx.ReadTimeout(
+                f"no complete response from {host} within {self._attempt_timeout:g}s "
+                "(the attempt timeout; the server is sending too slowly)",
+                request=request,
+            ) from exc
         except TimeoutError as exc:
             self._drop(key, conn)
             raise httpx.ReadTimeout(f"timed out reading from {host}", request=request) from exc
@@ -273,3 +371,133 @@ class StdlibTransport(httpx.BaseTransport):
 
     def __exit__(self, *args: Any) -> None:
         self.close()
+
+
+# -- the attempt deadline for httpx's own transport ---------------------------------------------
+
+_attempt = threading.local()  # .deadline: monotonic time the current exchange must end by
+
+
+@contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Bound the reads of the exchange run inside the block (this thread) to `seconds` in all.
+
+    Only streams wrapped by `add_attempt_deadline` obey it. Time spent opening a connection is
+    added back, as the connect timeout bounds that part.
+    """
+    _attempt.deadline = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _attempt.deadline = None
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """An httpcore stream whose reads also stop at the thread's attempt deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        deadline: float | None = getattr(_attempt, "deadline", None)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise httpcore.ReadTimeout(
+                    "no complete response within the attempt timeout "
+                    "(the server is sending too slowly)"
+                )
+            if timeout is None or remaining < timeout:
+                timeout = remaining
+        return self._stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        with _connecting():
+            return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+@contextmanager
+def _connecting() -> Iterator[None]:
+    """Give the time spent connecting back to the attempt deadline (the connect timeout's)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        deadline: float | None = getattr(_attempt, "deadline", None)
+        if deadline is not None:
+            _attempt.deadline = deadline + (time.monotonic() - started)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """Wraps httpcore's network backend so that every stream it opens is a `_DeadlineStream`."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        with _connecting():
+            stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        with _connecting():
+            stream = self._backend.connect_unix_socket(path, timeout, socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def add_attempt_deadline(client: httpx.Client) -> int:
+    """Make the httpx transports of `client` honour `attempt_deadline`.
+
+    httpx has no total timeout and does not let a caller choose httpcore's network backend, so
+    this swaps the backend of each connection pool the client built (its default transport and
+    one per proxy it found in the environment) for a wrapper. It reaches into two private
+    attributes (``httpx.HTTPTransport._pool``, ``httpcore.ConnectionPool._network_backend``),
+    as the client already does for the cookie jar; the transport tests fail if either moves.
+    Call it before the first request.
+
+    Args:
+        client: An ``httpx.Client`` built without a custom transport.
+
+    Returns:
+        How many connection pools now honour the deadline.
+    """
+    transports = [client._transport, *client._mounts.values()]
+    wrapped = 0
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore.NetworkBackend) and not isinstance(
+            backend, _DeadlineBackend
+        ):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+            wrapped += 1
+    return wrapped

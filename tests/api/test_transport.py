@@ -253,3 +253,115 @@ def test_an_idle_connection_closed_by_the_server_is_replaced(
         time.sleep(0.05)  # the server's FIN arrives while the connection is idle
         assert client.get("/ok").json() == {}  # no error: the dead connection was noticed
     assert len(accepted) == 2
+
+
+# --------------------------------------------------------------------------- attempt deadline
+# Issue 8: a server that sends one byte every 2 s never trips a 5 s read timeout, and held one
+# request for 121 s. Each attempt now ends within the attempt timeout (2 x the read timeout by
+# default), in both transports, and counts as a timeout (retried).
+
+_TRICKLE_BODY = b'{"data": {"projects": [{"id": 1}]}, "next_page_token": null}'
+_TRICKLE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_TRICKLE_BODY)}\r\n\r\n".encode()
+    + _TRICKLE_BODY
+)
+
+
+@pytest.fixture
+def trickle() -> Iterator[tuple[str, list[str]]]:
+    """A server that sends its response one byte every 0.2 s (about 30 s in all, so a client
+    without a deadline finishes, late, instead of hanging the suite); `/ok` is answered at
+    once. The list receives each request path."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    paths: list[str] = []
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while not stop.is_set():
+                line = reader.readline()
+                if not line:
+                    return
+                path = line.split()[1].decode()
+                paths.append(path)
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                try:
+                    if path == "/ok":
+                        conn.sendall(_TRICKLE)
+                        continue
+                    for byte in _TRICKLE:
+                        if stop.wait(0.2):
+                            return
+                        conn.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up on us
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", paths
+    stop.set()
+    listener.close()
+
+
+def test_a_trickling_response_times_out_at_the_attempt_deadline(
+    trickle: tuple[str, list[str]],
+) -> None:
+    base, _ = trickle
+    transport = StdlibTransport(connect_timeout=2.0, read_timeout=0.5, attempt_timeout=1.0)
+    with httpx.Client(base_url=base, transport=transport) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout, match="attempt timeout"):
+            client.get("/trickle")
+        assert time.monotonic() - started < 10  # about 1 s; hangs for 30 s without a deadline
+        assert client.get("/ok").json()["data"]["projects"] == [{"id": 1}]  # a new connection
+
+
+def test_the_default_attempt_timeout_is_twice_the_read_timeout(
+    trickle: tuple[str, list[str]],
+) -> None:
+    from robofy_etl.api.transport import ATTEMPT_TIMEOUT_FACTOR
+
+    assert ATTEMPT_TIMEOUT_FACTOR == 2.0
+    transport = StdlibTransport(connect_timeout=2.0, read_timeout=0.5)
+    with httpx.Client(base_url=trickle[0], transport=transport) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            client.get("/trickle")
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
+def test_the_client_retries_a_trickle_as_a_timeout_and_gives_up_in_bounded_time(
+    trickle: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient, RobofyTimeoutError
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    base, paths = trickle
+    sleeps: list[float] = []
+    config = ClientConfig(
+        base_url=base,
+        api_key="k",
+        http_transport=transport,  # type: ignore[arg-type]
+        timeout_s=0.5,  # longer than the 0.2 s between bytes: never trips on its own
+        retry=RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=0.0),
+    )
+    assert config.attempt_timeout == 1.0
+    started = time.monotonic()
+    with RobofyClient(config, sleep=sleeps.append) as api:
+        with pytest.raises(RobofyTimeoutError, match="at most 1s per attempt"):
+            list(api.iter_items("projects"))
+        assert api.total_stats().requests == 2
+    assert time.monotonic() - started < 10  # about 2 s; 30 s without a deadline
+    assert sleeps == [0.01]  # retried once, like any timeout
+    assert paths == ["/v1/projects"] * 2
