@@ -808,9 +808,9 @@ def _message_rows(
 ) -> tuple[list[dict[str, Any]], int]:
     """One transcript's rows, and how many of its messages were quarantined.
 
-    ``ordinal`` counts the messages kept, in API order: a message without an id is quarantined
-    and a message repeated (the same id twice, e.g. across pages) is kept once, where it first
-    appeared, so neither shifts the ordinals of the others.
+    ``ordinal`` counts the messages kept, in API order. A message without an id, or with an
+    impossible time (year 1, year 9999), is quarantined; a message repeated (the same id twice,
+    e.g. across pages) is kept once, where it first appeared. Neither shifts the ordinals.
     """
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -828,6 +828,16 @@ def _message_rows(
             continue
         if message_id in seen:
             continue
+        sent_at, bad = t.checked_ts(_message_time(record))
+        if bad == "implausible":
+            t.reject(
+                _MESSAGES_TABLE,
+                f"implausible message time (before {PLAUSIBLE_FROM.year} or more than a day "
+                f"ahead): {_message_time(record)!r}",
+                {**record, "chatbot_id": chatbot_id, "session_id": session_id},
+            )
+            rejected += 1
+            continue
         seen.add(message_id)
         rows.append(
             {
@@ -836,7 +846,7 @@ def _message_rows(
                 "message_id": message_id,
                 "project_id": project_id,
                 "ordinal": len(rows),
-                "sent_at": t.ts(_message_time(record)),
+                "sent_at": sent_at,
                 "_payload": record,
                 "_slice": day,
             }
@@ -891,7 +901,7 @@ def _transcript(
         return _Transcript([], _reason(result), failed=True)
     rows, rejected = _message_rows(t, chatbot_id, session_id, project_id, day, result)
     if rejected:
-        return _Transcript(rows, f"{rejected} message(s) without an id (see meta.quarantine)")
+        return _Transcript(rows, f"{rejected} malformed message(s) (see meta.quarantine)")
     if expected_last is not None:
         times = [row["sent_at"] for row in rows if row["sent_at"] is not None]
         last = max(times) if times else None
