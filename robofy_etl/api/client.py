@@ -217,7 +217,7 @@ class RobofyClient:
         config: ClientConfig,
         *,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], Any] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -226,13 +226,16 @@ class RobofyClient:
         Args:
             config: Settings.
             transport: An httpx transport (tests pass `httpx.MockTransport`).
-            sleep: Sleep function for backoff and pacing (tests pass a recorder).
+            sleep: Sleep function for backoff and pacing (tests pass a recorder). None (the
+                default) sleeps in real time, and a backoff on a `fan_out` worker is cut
+                short when the fan-out stops.
             rng: Jitter source (default: a fresh `random.Random()`).
             clock: Monotonic clock for the pacer.
         """
         self._config = config
         self._retry = config.retry
-        self._sleep = sleep
+        self._sleep: Callable[[float], Any] = time.sleep if sleep is None else sleep
+        self._real_sleep = sleep is None
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         key = config.api_key
@@ -274,7 +277,7 @@ class RobofyClient:
             self._httpx_deadline = config.attempt_timeout
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._pacer = (
-            _Pacer(config.max_requests_per_second, clock, sleep)
+            _Pacer(config.max_requests_per_second, clock, self._sleep)
             if config.max_requests_per_second
             else None
         )
@@ -329,7 +332,10 @@ class RobofyClient:
         # parsed, merged and re-parsed (89 -> 44 µs of CPU per request). Same encoding as httpx.
         url = self._base_url + path + ("?" + urlencode(params) if params else "")
         attempt = 0
+        stopping: threading.Event | None = getattr(_fan_out_worker, "stopping", None)
         while True:
+            if stopping is not None and stopping.is_set():
+                raise _FanOutStopped  # the fan-out this thread serves has ended: no new request
             attempt += 1
             failure: Exception | None = None
             response: httpx.Response | None = None
@@ -399,7 +405,10 @@ class RobofyClient:
                 policy.max_attempts,
                 delay,
             )
-            self._sleep(delay)
+            if stopping is not None and self._real_sleep:
+                stopping.wait(delay)  # returns at once when the fan-out stops
+            else:
+                self._sleep(delay)
 
     def _final_error(
         self,
@@ -609,6 +618,13 @@ class RobofyClient:
         100k tasks is consumed lazily and memory stays flat. Results come in completion order.
         The HTTP in-flight cap and rate limit still apply to whatever `fn` requests.
 
+        The fan-out stops as soon as the consumer is gone: when `fn` raises, when the consumer
+        raises (Ctrl-C's KeyboardInterrupt included) or closes the generator (`break`,
+        `close()`). Queued tasks are dropped, no worker starts another request through any
+        `RobofyClient` (a `_get` on a stopped worker raises, a retry backoff is cut short), and
+        the generator returns once the requests in flight have ended, which the attempt timeout
+        bounds. No worker thread outlives it.
+
         Args:
             tasks: Any iterable (consumed lazily).
             fn: Called once per task, on a worker thread.
@@ -630,9 +646,14 @@ class RobofyClient:
         stopping = threading.Event()
 
         def work() -> None:
+            _fan_out_worker.stopping = stopping
             while True:
                 task = todo.get()
                 if task is _STOP:
+                    # One marker stops every worker: each puts it back for the next. Counting
+                    # one marker per thread could leave a worker waiting forever when Ctrl-C
+                    # lands between starting a thread and counting it.
+                    todo.put(_STOP)
                     return
                 if stopping.is_set():
                     continue  # cancelled: the consumer is gone
@@ -659,8 +680,8 @@ class RobofyClient:
                         thread = threading.Thread(
                             target=work, name=f"robofy-fan-out_{len(threads)}", daemon=True
                         )
+                        threads.append(thread)  # before start(): joined even if Ctrl-C lands
                         thread.start()
-                        threads.append(thread)
                 if not pending:
                     return
                 task, result, error = done.get()
@@ -669,11 +690,14 @@ class RobofyClient:
                     raise error
                 yield task, result
         finally:
+            # Runs on return, on any exception in this frame (KeyboardInterrupt included) and
+            # on generator close. Stop first, then wait: a second Ctrl-C while waiting
+            # interrupts the join, and the workers still stop on their own.
             stopping.set()
-            for _ in threads:
-                todo.put(_STOP)
+            todo.put(_STOP)
             for thread in threads:
-                thread.join()
+                if thread.is_alive():  # False for a thread whose start() was interrupted
+                    thread.join()
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -691,6 +715,17 @@ class RobofyClient:
 
 
 _STOP = object()  # tells a fan-out thread to end
+
+# On a fan_out worker thread: `.stopping`, the Event set when that fan-out ends.
+_fan_out_worker = threading.local()
+
+
+class _FanOutStopped(BaseException):
+    """Raised in a fan-out worker that tries to send a request after its fan-out stopped.
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` in the task function
+    cannot swallow it and carry on. Nobody sees it: the consumer has already gone.
+    """
 
 
 def _reason(status: int, failure: Exception | None) -> str:

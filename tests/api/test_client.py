@@ -15,6 +15,7 @@ import pytest
 import robofy_etl
 from robofy_etl.api import (
     ClientConfig,
+    RetryPolicy,
     RobofyClient,
     RobofyContractError,
     RobofyNotFoundError,
@@ -349,3 +350,219 @@ def test_paginate_from_many_threads_on_one_client(client: RobofyClient, fake: Fa
     assert results == {i: [f"{i}-{p}-{k}" for p in range(4) for k in range(3)] for i in range(20)}
     stats = client.stats()["sessions"]
     assert (stats.requests, stats.pages) == (80, 80)
+
+
+# --------------------------------------------------------------------------- fan-out interrupts
+# Issue 8: Ctrl-C during a fan-out hung: the consumer waited in join() for workers that kept
+# paginating (or sat in a 2-minute Retry-After backoff) long after nobody wanted their results.
+# A real loopback server, slow on purpose: each transcript page takes 0.1 s and, except for
+# session "quick", always has a next page, so a task that is not stopped runs until the
+# server's 20 s safety stop (a hung test fails, late, instead of hanging the suite).
+
+
+class _SlowPages:
+    """Counts requests; `retry_after` turns every answer but "quick"'s into a 429."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.retry_after: str | None = None
+        self.give_up = time.monotonic() + 20.0
+
+    def count(self) -> int:
+        with self.lock:
+            return self.requests
+
+
+@pytest.fixture
+def slow_api() -> Iterator[tuple[RobofyClient, _SlowPages]]:
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    pages = _SlowPages()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            with pages.lock:
+                pages.requests += 1
+            url = urlsplit(self.path)
+            headers = {"Content-Type": "application/json"}
+            if pages.retry_after is not None and not url.path.endswith("/quick"):
+                status, body = 429, {"message": "slow down"}
+                headers["Retry-After"] = pages.retry_after
+            else:
+                time.sleep(0.1)
+                number = int(parse_qs(url.query).get("nextPageToken", ["0"])[0])
+                last = url.path.endswith("/quick") or time.monotonic() > pages.give_up
+                token = None if last else str(number + 1)
+                status = 200
+                body = {"data": {"messages": [{"id": f"m{number}"}], "next_page_token": token}}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = ClientConfig(
+        base_url=f"http://127.0.0.1:{server.server_address[1]}",
+        api_key=API_KEY,
+        max_in_flight=4,
+        retry=RetryPolicy(max_attempts=2),
+    )
+    with RobofyClient(config) as api:  # real sleeps: the backoff itself must be cut short
+        yield api, pages
+    server.shutdown()
+    server.server_close()
+
+
+def _transcript(api: RobofyClient) -> Callable[[str], int]:
+    def fetch(session_id: str) -> int:
+        return len(list(api.iter_items("transcript", chatbot_id="bot", session_id=session_id)))
+
+    return fetch
+
+
+def _fan_out_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("robofy-fan-out")]
+
+
+def _assert_stopped(pages: _SlowPages, started: float) -> None:
+    assert time.monotonic() - started < 5  # about 0.2 s; 20 s when the workers keep going
+    assert _fan_out_threads() == []  # every worker was joined
+    count = pages.count()
+    time.sleep(0.3)
+    assert pages.count() == count  # and no request was started after the generator ended
+
+
+def test_fan_out_stops_when_the_consumer_raises_keyboard_interrupt(
+    slow_api: tuple[RobofyClient, _SlowPages],
+) -> None:
+    api, pages = slow_api
+    tasks = ["quick", *(f"s{n}" for n in range(50))]
+    interrupted: list[float] = []
+
+    def consume() -> None:
+        for task, _ in api.fan_out(tasks, _transcript(api), max_workers=4):
+            assert task == "quick"
+            interrupted.append(time.monotonic())
+            raise KeyboardInterrupt  # what Ctrl-C raises in the consuming thread
+
+    with pytest.raises(KeyboardInterrupt):
+        consume()
+    _assert_stopped(pages, interrupted[0])
+
+
+def test_fan_out_stops_when_the_generator_is_closed(
+    slow_api: tuple[RobofyClient, _SlowPages],
+) -> None:
+    api, pages = slow_api
+    results = api.fan_out(["quick", "s1", "s2", "s3", "s4"], _transcript(api), max_workers=4)
+    assert next(results) == ("quick", 1)
+    started = time.monotonic()
+    results.close()
+    _assert_stopped(pages, started)
+
+
+def test_fan_out_stops_on_a_real_sigint_while_waiting_for_results(
+    slow_api: tuple[RobofyClient, _SlowPages],
+) -> None:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread only")
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT does not raise KeyboardInterrupt under this runner")
+    api, pages = slow_api
+    main = threading.main_thread().ident
+    assert main is not None
+    sent: list[float] = []
+
+    def press_ctrl_c() -> None:
+        sent.append(time.monotonic())
+        signal.pthread_kill(main, signal.SIGINT)
+
+    timer = threading.Timer(0.5, press_ctrl_c)  # the workers are paginating by then
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in api.fan_out([f"s{n}" for n in range(20)], _transcript(api), max_workers=4):
+                pass  # never reached: no task ever ends on its own
+    finally:
+        timer.cancel()
+    _assert_stopped(pages, sent[0])
+
+
+def test_fan_out_cuts_a_retry_backoff_short_when_it_stops(
+    slow_api: tuple[RobofyClient, _SlowPages],
+) -> None:
+    api, pages = slow_api
+    pages.retry_after = "15"  # every slow session: 429, come back in 15 s
+    results = api.fan_out(["quick", "s1", "s2", "s3"], _transcript(api), max_workers=4)
+    assert next(results) == ("quick", 1)
+    time.sleep(0.3)  # the other workers are now sleeping off their Retry-After
+    started = time.monotonic()
+    results.close()
+    _assert_stopped(pages, started)
+
+
+def test_fan_out_tasks_that_swallow_exceptions_still_stop(
+    slow_api: tuple[RobofyClient, _SlowPages],
+) -> None:
+    api, pages = slow_api
+    fetch = _transcript(api)
+
+    def stubborn(session_id: str) -> int:
+        if session_id == "quick":
+            return fetch(session_id)
+        total = 0
+        for _ in range(100):
+            try:
+                total += fetch(session_id)
+            except Exception:  # a task that means to carry on whatever happens
+                continue
+        return total
+
+    results = api.fan_out(["quick", "s1", "s2", "s3"], stubborn, max_workers=4)
+    assert next(results)[0] == "quick"
+    started = time.monotonic()
+    results.close()
+    _assert_stopped(pages, started)
+
+
+def test_fan_out_never_hangs_when_ctrl_c_lands_just_after_a_worker_starts(
+    client: RobofyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The original hang: a thread started but not yet counted took a stop marker meant for a
+    # counted one, which then waited for it forever while the consumer joined it.
+    class CtrlCAfterStart(threading.Thread):
+        def start(self) -> None:
+            super().start()
+            if self.name == "robofy-fan-out_1":
+                raise KeyboardInterrupt
+
+    outcome: list[str] = []
+
+    def consume() -> None:
+        try:
+            list(client.fan_out(range(10), lambda n: n, max_workers=4))
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    monkeypatch.setattr(threading, "Thread", CtrlCAfterStart)
+    consumer = CtrlCAfterStart(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(10)
+    assert not consumer.is_alive()  # returned, within 10 s
+    assert outcome == ["interrupted"]
+    assert _fan_out_threads() == []
