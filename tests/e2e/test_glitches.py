@@ -202,7 +202,9 @@ def test_project_without_id_deletes_nothing(pipeline: Pipeline) -> None:
 # --------------------------------------------------------------------------- transcripts
 
 
-def test_transcript_404_keeps_messages_and_is_retried(pipeline: Pipeline) -> None:
+def test_transcript_404_keeps_messages_and_is_retried(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A conversation that continued: one 404 on its transcript used to delete its messages."""
     assert pipeline.sync().success
     sim = pipeline.sim
@@ -223,6 +225,13 @@ def test_transcript_404_keeps_messages_and_is_retried(pipeline: Pipeline) -> Non
     _incomplete(outcome, continued.session_id, "404")
     assert pipeline.query(query, [continued.session_id]) == [(stored,)]
     assert pipeline.query("select item from meta.outstanding") == [(continued.session_id,)]
+    from robofy_etl.cli import main
+
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "outstanding (did not arrive complete" in status
+    assert continued.session_id in status
 
     sim.set_glitch(None)
     outcome = pipeline.sync(FIRST_DAY, last)
