@@ -1,8 +1,11 @@
 """Typed settings read from the environment, validated at start-up.
 
 Every setting is declared once here, with its variable name, default and meaning. A bad value
-fails at start-up with a message that names the variable. The API key is not a setting of this
-object: it reaches the Dagster resource only through ``dg.EnvVar("ROBOFY_API_KEY")``.
+fails at start-up with a message that names the variable and the allowed values. Numbers have a
+sane range (the ``MAX_*`` constants below), so ``inf``, ``nan``, ``0``, negatives and typos such
+as ``1e9`` fail at once instead of as a sync that hangs or never retries. The API key is not a
+setting of this object: it reaches the Dagster resource only through
+``dg.EnvVar("ROBOFY_API_KEY")``.
 """
 
 from __future__ import annotations
@@ -14,61 +17,116 @@ from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_BASE_URL = "https://agents.robofy.ai"
 API_KEY_ENV = "ROBOFY_API_KEY"
+
+# The allowed ranges: wide enough for any real deployment, narrow enough that a typo (an extra
+# digit, a unit mix-up, inf) fails at start-up rather than as a sync that never ends.
+MAX_TIMEOUT_S = 600.0  # ROBOFY_TIMEOUT_S: 0 < t <= 10 minutes per read
+MAX_IN_FLIGHT = 256  # ROBOFY_MAX_IN_FLIGHT: 1..256 requests (threads) at once
+MAX_RPS = 10_000.0  # ROBOFY_MAX_RPS: 0 < r <= 10k requests per second, or empty
+MAX_ATTEMPTS = 20  # ROBOFY_MAX_ATTEMPTS: 1..20
+MAX_RETRY_DELAY_S = 60.0  # ROBOFY_RETRY_DELAY_S: 0 < d <= 1 minute (doubled per attempt)
+MAX_LOCK_TIMEOUT_S = 86_400.0  # ROBOFY_LOCK_TIMEOUT_S: 0 < t <= 1 day
+MAX_LOOKBACK_DAYS = 366  # ROBOFY_LOOKBACK_DAYS: 0..366 days
+MIN_MEMORY_BYTES = 16 * 10**6  # ROBOFY_DUCKDB_MEMORY_LIMIT: 16MB..4TB
+MAX_MEMORY_BYTES = 4 * 10**12
 
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
 
-def _int_at_least(minimum: int) -> Callable[[str, str], int]:
+def _int_in(low: int, high: int, unit: str = "") -> Callable[[str, str], int]:
+    allowed = f"a whole number from {low} to {high}{unit}"
+
     def parse(name: str, raw: str) -> int:
         try:
-            value = int(raw)
+            value = int(raw.strip())
         except ValueError:
-            raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
-        if value < minimum:
-            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+            raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+def _number_up_to(high: float, unit: str) -> Callable[[str, str], float]:
+    """A number with 0 < value <= high; rejects inf and nan as well."""
+    allowed = f"a number of {unit} with 0 < value <= {high:g}"
 
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+        if not 0 < value <= high:  # False for nan too
+            raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
+        return value
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be greater than 0, got {raw!r}")
-    return value
+    return parse
 
 
 def _optional_rate(name: str, raw: str) -> float | None:
     if raw.strip().lower() in ("", "0", "none", "off", "unlimited"):
         return None
-    return _positive_float(name, raw)
+    try:
+        return _number_up_to(MAX_RPS, "requests per second")(name, raw)
+    except SettingsError as exc:
+        raise SettingsError(f"{exc} (or empty for no cap)") from None
+
+
+_FIRST_DATE, _LAST_DATE = date(2000, 1, 1), date(2099, 12, 31)
 
 
 def _iso_date(name: str, raw: str) -> date:
+    allowed = f"a date like 2026-01-31 from {_FIRST_DATE} to {_LAST_DATE}"
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a date like 2026-01-31, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {allowed}, got {raw!r}") from None
+    if not _FIRST_DATE <= value <= _LAST_DATE:
+        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
+    return value
 
 
 def _base_url(name: str, raw: str) -> str:
-    url = raw.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise SettingsError(f"{name} must start with http:// or https://, got {raw!r}")
+    text = raw.strip()
+    url = text.rstrip("/")
+    what = (
+        f"{name} must be an http:// or https:// URL with a host and, if any, a port from 1 to "
+        f"65535 (such as {DEFAULT_BASE_URL})"
+    )
+    if not text.startswith(("http://", "https://")):
+        raise SettingsError(f"{what}, got {raw!r}")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # out of range, or not a number
+        port = 0
+    if not parts.hostname:
+        raise SettingsError(f"{what}, got {raw!r}: it has no host")
+    if not port and _has_port(parts.netloc):
+        raise SettingsError(f"{what}, got {raw!r}: bad port")
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError(
+            f"{what}, got a URL with a user name or password: put the key in {API_KEY_ENV}"
+        )
+    if parts.query or parts.fragment or any(c.isspace() for c in url):
+        raise SettingsError(f"{what}, and no query, fragment or spaces, got {raw!r}")
     return url
+
+
+def _has_port(netloc: str) -> bool:
+    """Whether `host:port` (or `[v6]:port`) carries a port part, however malformed."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return "]:" in host
+    return ":" in host
 
 
 def _auth_header(name: str, raw: str) -> str:
@@ -85,10 +143,19 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
 def _memory(name: str, raw: str) -> str:
     value = raw.strip()
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
-        raise SettingsError(f"{name} must be a size such as 160MB or 2GB, got {raw!r}")
+    allowed = "a size from 16MB to 4TB, such as 160MB or 2GB"
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", value, re.IGNORECASE)
+    if match is None:
+        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
+    size = float(match[1]) * _UNITS[match[2].lower()]
+    if not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
+        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
     return value
 
 
@@ -143,7 +210,10 @@ class Settings:
         "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "'bearer' or 'api-key' header style."
     )
     max_in_flight: int = _setting(
-        "ROBOFY_MAX_IN_FLIGHT", "16", _positive_int, "Most API requests in flight at once."
+        "ROBOFY_MAX_IN_FLIGHT",
+        "16",
+        _int_in(1, MAX_IN_FLIGHT),
+        "Most API requests in flight at once.",
     )
     max_rps: float | None = _setting(
         "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
@@ -155,21 +225,27 @@ class Settings:
         "'stdlib' (keep-alive http.client under httpx; least CPU) or 'httpx' (honours proxies).",
     )
     timeout_s: float = _setting(
-        "ROBOFY_TIMEOUT_S", "30", _positive_float, "Read timeout of one API request, seconds."
+        "ROBOFY_TIMEOUT_S",
+        "30",
+        _number_up_to(MAX_TIMEOUT_S, "seconds"),
+        "Read timeout of one API request, seconds.",
     )
     max_attempts: int = _setting(
-        "ROBOFY_MAX_ATTEMPTS", "5", _positive_int, "Attempts per request before giving up."
+        "ROBOFY_MAX_ATTEMPTS",
+        "5",
+        _int_in(1, MAX_ATTEMPTS),
+        "Attempts per request before giving up.",
     )
     retry_delay_s: float = _setting(
         "ROBOFY_RETRY_DELAY_S",
         "0.5",
-        _positive_float,
+        _number_up_to(MAX_RETRY_DELAY_S, "seconds"),
         "First retry delay, doubled per attempt (Retry-After wins when the API sends it).",
     )
     lock_timeout_s: float = _setting(
         "ROBOFY_LOCK_TIMEOUT_S",
         "300",
-        _positive_float,
+        _number_up_to(MAX_LOCK_TIMEOUT_S, "seconds"),
         "How long a writer waits for another process to release the DuckDB file.",
     )
     duckdb_memory_limit: str = _setting(
@@ -181,7 +257,7 @@ class Settings:
     lookback_days: int = _setting(
         "ROBOFY_LOOKBACK_DAYS",
         "3",
-        _non_negative_int,
+        _int_in(0, MAX_LOOKBACK_DAYS, " days"),
         "Recent days the schedules re-sync (conversations continue, stats are restated).",
     )
     naive_timezone: str = _setting(

@@ -1,0 +1,137 @@
+"""Settings: every value is checked against a sane range at start-up, and a bad one names itself.
+
+Issue 8: ``ROBOFY_TIMEOUT_S=inf`` was accepted (a request could then wait forever), as were
+``nan``, ``1e9``-style typos and a base URL on port 99999. Each must fail before anything runs,
+naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from robofy_etl.settings import Settings, SettingsError
+
+# variable -> (values that must fail, the allowed range as the message states it)
+BAD_NUMBERS: dict[str, tuple[list[str], str]] = {
+    "ROBOFY_TIMEOUT_S": (
+        ["inf", "-inf", "nan", "NaN", "0", "-1", "-0.5", "601", "1e9", "", "30s", "thirty"],
+        "0 < value <= 600",
+    ),
+    "ROBOFY_MAX_IN_FLIGHT": (
+        ["0", "-3", "257", "1000000000", "inf", "nan", "1.5", "1e3", "", "many"],
+        "from 1 to 256",
+    ),
+    "ROBOFY_MAX_RPS": (["inf", "nan", "-1", "10001", "1e9", "fast"], "0 < value <= 10000"),
+    "ROBOFY_MAX_ATTEMPTS": (["0", "-1", "21", "1e9", "inf", "nan", "2.5", ""], "from 1 to 20"),
+    "ROBOFY_RETRY_DELAY_S": (["0", "-0.1", "inf", "nan", "61", "1e9", ""], "0 < value <= 60"),
+    "ROBOFY_LOCK_TIMEOUT_S": (
+        ["0", "-1", "inf", "nan", "86401", "1e9", ""],
+        "0 < value <= 86400",
+    ),
+    "ROBOFY_LOOKBACK_DAYS": (["-1", "367", "1000000000", "inf", "nan", "1.5", ""], "0 to 366"),
+    "ROBOFY_DUCKDB_MEMORY_LIMIT": (
+        ["0MB", "0", "1MB", "15MB", "0.5MB", "5TB", "1000000TB", "inf", "nanGB", "-1GB", "lots"],
+        "from 16MB to 4TB",
+    ),
+    "ROBOFY_START_DATE": (["0001-01-01", "1999-12-31", "2100-01-01", "yesterday"], "2000-01-01"),
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [(variable, value) for variable, (values, _) in BAD_NUMBERS.items() for value in values],
+)
+def test_out_of_range_numbers_fail_naming_the_variable_and_the_range(
+    variable: str, value: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    message = str(caught.value)
+    assert message.startswith(variable)
+    assert BAD_NUMBERS[variable][1] in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("ROBOFY_TIMEOUT_S", "0.5", "timeout_s", 0.5),
+        ("ROBOFY_TIMEOUT_S", "600", "timeout_s", 600.0),
+        ("ROBOFY_MAX_IN_FLIGHT", "1", "max_in_flight", 1),
+        ("ROBOFY_MAX_IN_FLIGHT", " 256 ", "max_in_flight", 256),
+        ("ROBOFY_MAX_RPS", "", "max_rps", None),
+        ("ROBOFY_MAX_RPS", "0", "max_rps", None),
+        ("ROBOFY_MAX_RPS", "off", "max_rps", None),
+        ("ROBOFY_MAX_RPS", "2.5", "max_rps", 2.5),
+        ("ROBOFY_MAX_RPS", "10000", "max_rps", 10000.0),
+        ("ROBOFY_MAX_ATTEMPTS", "1", "max_attempts", 1),
+        ("ROBOFY_MAX_ATTEMPTS", "20", "max_attempts", 20),
+        ("ROBOFY_RETRY_DELAY_S", "0.01", "retry_delay_s", 0.01),
+        ("ROBOFY_LOCK_TIMEOUT_S", "1", "lock_timeout_s", 1.0),
+        ("ROBOFY_LOCK_TIMEOUT_S", "86400", "lock_timeout_s", 86400.0),
+        ("ROBOFY_LOOKBACK_DAYS", "0", "lookback_days", 0),
+        ("ROBOFY_LOOKBACK_DAYS", "366", "lookback_days", 366),
+        ("ROBOFY_DUCKDB_MEMORY_LIMIT", "16MB", "duckdb_memory_limit", "16MB"),
+        ("ROBOFY_DUCKDB_MEMORY_LIMIT", "1.5GiB", "duckdb_memory_limit", "1.5GiB"),
+        ("ROBOFY_DUCKDB_MEMORY_LIMIT", "4TB", "duckdb_memory_limit", "4TB"),
+        ("ROBOFY_START_DATE", "2026-09-01", "start_date", date(2026, 9, 1)),
+    ],
+)
+def test_values_in_range_are_accepted(
+    variable: str, value: str, field: str, expected: object
+) -> None:
+    assert getattr(Settings.from_env({variable: value}), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://agents.robofy.ai:99999", "port"),
+        ("https://agents.robofy.ai:0", "port"),
+        ("https://agents.robofy.ai:-1", "port"),
+        ("https://agents.robofy.ai:http", "port"),
+        ("http://127.0.0.1:", "port"),
+        ("ftp://agents.robofy.ai", "http:// or https://"),
+        ("agents.robofy.ai", "http:// or https://"),
+        ("file:///etc/passwd", "http:// or https://"),
+        ("https://", "no host"),
+        ("http://:8080", "no host"),
+        ("https:///v1", "no host"),
+        ("https://user:pw@agents.robofy.ai", "ROBOFY_API_KEY"),
+        ("https://agents.robofy.ai/?key=1", "no query"),
+        ("https://agents.robofy.ai/#top", "no query"),
+        ("https://agents robofy.ai", "no query, fragment or spaces"),
+    ],
+)
+def test_bad_base_urls_fail_naming_the_variable(url: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"ROBOFY_BASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith("ROBOFY_BASE_URL")
+    assert problem in message
+    assert "pw@" not in message  # never echo a password
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://agents.robofy.ai", "https://agents.robofy.ai"),
+        ("https://agents.robofy.ai/", "https://agents.robofy.ai"),
+        (" http://127.0.0.1:8080 ", "http://127.0.0.1:8080"),
+        ("http://localhost:65535/robofy/", "http://localhost:65535/robofy"),
+        ("http://[::1]:8080", "http://[::1]:8080"),
+        ("http://[::1]", "http://[::1]"),
+    ],
+)
+def test_good_base_urls_are_kept(url: str, expected: str) -> None:
+    assert Settings.from_env({"ROBOFY_BASE_URL": url}).base_url == expected
+
+
+def test_the_defaults_are_in_range() -> None:
+    settings = Settings.from_env({})
+    assert settings.timeout_s == 30.0
+    assert settings.max_in_flight == 16
+    assert settings.max_rps is None
+    assert settings.duckdb_memory_limit == "160MB"
