@@ -140,6 +140,7 @@ class SyncOutcome:
     # What did not load, and why (the raw assets' `problems` metadata): kept as stored,
     # retried by the next run.
     problems: list[str] = field(default_factory=list)
+    quarantined: int = 0
     interrupted: bool = False
 
     @property
@@ -236,6 +237,7 @@ def run_sync(
                 if name != "robofy__chat_messages":  # conversations report once for both tables
                     for k in ("requests", "retries", "rate_limited", "pages"):
                         outcome.api[k] = outcome.api.get(k, 0) + _as_int(meta.get(f"api_{k}"))
+                    outcome.quarantined += _as_int(meta.get("quarantined"))
             elif "published_copy" in meta:
                 outcome.published = str(meta["published_copy"])
         for event in result.all_events:
@@ -340,6 +342,12 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
         f"{api.get('retries', 0)} retries ({api.get('rate_limited', 0)} rate limited).",
         file=out,
     )
+    if outcome.quarantined:
+        print(
+            f"Quarantined: {outcome.quarantined} malformed record(s), kept aside with the reason "
+            "in meta.quarantine (robofy-etl status).",
+            file=out,
+        )
     failed = outcome.failed_checks
     print(
         f"Checks: {len(outcome.checks) - len(failed)} of {len(outcome.checks)} passed"

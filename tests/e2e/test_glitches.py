@@ -335,6 +335,7 @@ def test_impossible_times_are_quarantined_or_nulled(pipeline: Pipeline) -> None:
     reasons = [r for (r,) in pipeline.query("select reason from meta.quarantine")]
     assert any("implausible 'created_on'" in r for r in reasons), reasons
     assert any("implausible message time" in r for r in reasons), reasons
+    assert outcome.quarantined == len(reasons)  # the summary counts them
     assert outcome.exit_code == EXIT_INCOMPLETE  # those transcripts are retried
     assert pipeline.query(
         "select count(*) from marts.messages where sent_at > now() + interval 1 day"
