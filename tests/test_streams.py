@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from robofy_etl import streams
-from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient
+from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient, RobofyError
 from robofy_etl.warehouse import Warehouse
 from tests.api.fakes import FakeRobofy
 
@@ -258,3 +258,23 @@ def test_conversation_continuing_after_its_start_day_is_refreshed_in_its_partiti
         ).fetchall()
     assert rows == [("2026-10-08", "2026-10-10 11:00:00")]
     assert messages == [("s0-m1", "2026-10-08"), ("s0-m2", "2026-10-08")]
+
+
+def test_many_failing_transcripts_in_a_row_stop_the_run_keeping_what_loaded(
+    fake: FakeRobofy, wh: Warehouse
+) -> None:
+    """One failing transcript is skipped; a long run of them means the API is down."""
+    n = streams.MAX_FAILURES_IN_A_ROW + 5
+    listed = [
+        _session(f"s{i:02d}", "2026-10-10 09:00:00", f"2026-10-10 10:{i:02d}:00") for i in range(n)
+    ]
+    fake.add_pages(SESSIONS, "sessions", [listed])
+    for session in listed:
+        sid = session["session_id"]
+        fake.fail(f"/v1/ai-agent/inbox/chats/bot-1/{sid}", 500, times=50)
+    with _client(fake) as api:
+        _load_dimensions(api, wh)
+        with pytest.raises(RobofyError, match="in a row failed"):
+            streams.sync_conversations(api, wh, "run-1", WINDOW)
+    with wh.connect() as conn:
+        assert conn.execute("select count(*) from raw.robofy__chat_messages").fetchone() == (0,)
