@@ -20,7 +20,7 @@
 --   sent_date: UTC day the message was sent.
 with
 
-messages as (
+messages as not materialized (
     select * from staging.stg_robofy__chat_messages
 ),
 
@@ -28,15 +28,38 @@ sessions as (
     select * from staging.stg_robofy__inbox_sessions
 ),
 
-joined as (
+-- Everything but the message itself is worked out on narrow rows and joined to each message
+-- once at the end, so neither the window nor a join's hash table holds message text (issue 8).
+context as (
     select
-        messages.*,
+        messages.chatbot_id,
+        messages.session_id,
+        messages.message_id,
         sessions.platform,
         sessions.website_url as session_website_url,
+        epoch(
+            messages.sent_at - lag(messages.sent_at) over (
+                partition by messages.chatbot_id, messages.session_id
+                order by messages.ordinal, messages.message_id
+            )
+        ) as seconds_since_previous,
     from messages
     left join sessions
         on messages.chatbot_id = sessions.chatbot_id
         and messages.session_id = sessions.session_id
+),
+
+joined as (
+    select
+        messages.*,
+        context.platform,
+        context.session_website_url,
+        context.seconds_since_previous,
+    from messages
+    inner join context
+        on messages.chatbot_id = context.chatbot_id
+        and messages.session_id = context.session_id
+        and messages.message_id = context.message_id
 ),
 
 final as (
@@ -60,11 +83,7 @@ final as (
         coalesce(part_website_url, session_website_url) as website_url,
 
         -- measures
-        epoch(
-            sent_at - lag(sent_at) over (
-                partition by chatbot_id, session_id order by ordinal, message_id
-            )
-        ) as seconds_since_previous,
+        seconds_since_previous,
 
         -- timestamps
         sent_at,

@@ -16,16 +16,39 @@
 --   run_id: Pipeline run that loaded this version of the record.
 with
 
-source as (
-    select * from raw.robofy__inbox_sessions
+-- Not materialized: it is read twice, and a materialized copy would hold every payload.
+source as not materialized (
+    select rowid as _row_id, * from raw.robofy__inbox_sessions
 ),
 
-latest as (
-    select *
+-- The latest version of each key is chosen on narrow rows, so the sort never carries a payload.
+latest_rows as (
+    select _row_id
     from source
     qualify row_number() over (
         partition by chatbot_id, session_id order by _loaded_at desc
     ) = 1
+),
+
+latest as (
+    select * exclude (_row_id)
+    from source
+    semi join latest_rows on source._row_id = latest_rows._row_id
+),
+
+parsed as (
+    select
+        * exclude (_payload),
+        -- each payload is parsed once: a listing can carry a multi-megabyte last message (issue 8)
+        try_cast(_payload as struct(
+            platform varchar,
+            status varchar,
+            user_profile_name varchar,
+            website_url varchar,
+            last_message varchar,
+            last_message_direction varchar
+        )) as record,
+    from latest
 ),
 
 final as (
@@ -37,20 +60,20 @@ final as (
 
         -- attributes
         coalesce(
-            nullif(lower(trim(_payload ->> 'platform')), ''),
+            nullif(lower(trim(record.platform)), ''),
             -- WhatsApp sessions are keyed by the visitor's phone number
             case when regexp_full_match(session_id, '\+?[0-9]+') then 'whatsapp' else 'web' end
         ) as platform,
-        lower(trim(_payload ->> 'status')) as status,
-        _payload ->> 'user_profile_name' as visitor_name,
-        _payload ->> 'website_url' as website_url,
-        _payload ->> 'last_message' as last_message_preview,
+        lower(trim(record.status)) as status,
+        record.user_profile_name as visitor_name,
+        record.website_url as website_url,
+        record.last_message as last_message_preview,
         case
-            when lower(trim(_payload ->> 'last_message_direction')) in ('user', 'visitor', 'inbound')
+            when lower(trim(record.last_message_direction)) in ('user', 'visitor', 'inbound')
                 then 'user'
-            when lower(trim(_payload ->> 'last_message_direction')) in ('assistant', 'agent', 'outbound')
+            when lower(trim(record.last_message_direction)) in ('assistant', 'agent', 'outbound')
                 then 'assistant'
-            else lower(trim(_payload ->> 'last_message_direction'))
+            else lower(trim(record.last_message_direction))
         end as last_message_direction,
 
         -- timestamps
@@ -60,7 +83,7 @@ final as (
         -- pipeline
         _loaded_at as loaded_at,
         _run_id as run_id,
-    from latest
+    from parsed
 )
 
 select * from final

@@ -14,14 +14,35 @@
 --   run_id: Pipeline run that loaded this version of the record.
 with
 
-source as (
-    select * from raw.robofy__leads
+-- Not materialized: it is read twice, and a materialized copy would hold every payload.
+source as not materialized (
+    select rowid as _row_id, * from raw.robofy__leads
+),
+
+-- The latest version of each key is chosen on narrow rows, so the sort never carries a payload.
+latest_rows as (
+    select _row_id
+    from source
+    qualify row_number() over (partition by lead_id order by _loaded_at desc) = 1
 ),
 
 latest as (
-    select *
+    select * exclude (_row_id)
     from source
-    qualify row_number() over (partition by lead_id order by _loaded_at desc) = 1
+    semi join latest_rows on source._row_id = latest_rows._row_id
+),
+
+parsed as (
+    select
+        * exclude (_payload),
+        -- each payload is parsed once (issue 8)
+        try_cast(_payload as struct(
+            source varchar,
+            page_url varchar,
+            ip_address varchar,
+            lead_data struct(field_name varchar, field_type varchar, field_value varchar)[]
+        )) as record,
+    from latest
 ),
 
 final as (
@@ -33,16 +54,10 @@ final as (
         nullif(trim(session_id), '') as session_id,
 
         -- attributes
-        _payload ->> 'source' as source,
-        _payload ->> 'page_url' as page_url,
-        _payload ->> 'ip_address' as ip_address,
-        coalesce(
-            try(from_json(
-                _payload -> 'lead_data',
-                '[{"field_name": "VARCHAR", "field_type": "VARCHAR", "field_value": "VARCHAR"}]'
-            )),
-            []
-        ) as fields,
+        record.source as source,
+        record.page_url as page_url,
+        record.ip_address as ip_address,
+        coalesce(record.lead_data, []) as fields,
 
         -- timestamps
         created_at,
@@ -50,7 +65,7 @@ final as (
         -- pipeline
         _loaded_at as loaded_at,
         _run_id as run_id,
-    from latest
+    from parsed
 )
 
 select * from final
