@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from robofy_etl.warehouse.duckdb import Transaction, Warehouse
-from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError
+from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError, WarehouseMemoryError
 from robofy_etl.warehouse.load import LoadCounts, Slice
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "Warehouse",
     "WarehouseError",
     "WarehouseLockedError",
+    "WarehouseMemoryError",
 ]

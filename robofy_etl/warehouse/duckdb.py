@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from robofy_etl.warehouse import state
-from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError
+from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError, WarehouseMemoryError
 from robofy_etl.warehouse.load import (
     LoadCounts,
     Rows,
@@ -253,7 +253,15 @@ class Warehouse:
         Args:
             read_only: open read-only; several read-only processes may share the file, but
                 they still block writers, so keep it short.
+
+        Raises:
+            WarehouseMemoryError: if DuckDB runs out of memory while the connection is used.
         """
+        with self._connect(read_only, doing=f"working on {self.path}") as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self, read_only: bool, doing: str) -> Iterator[duckdb.DuckDBPyConnection]:
         guard = _process_lock(self.path)
         if not read_only and not guard.acquire(timeout=self.lock_timeout_s):
             raise WarehouseLockedError(
@@ -266,11 +274,34 @@ class Warehouse:
             conn = self._open(read_only)
             try:
                 yield conn
+            except Exception as exc:
+                memory_error = self._memory_error(exc, doing, read_only)
+                if memory_error is None:
+                    raise
+                raise memory_error from _find(exc, duckdb.OutOfMemoryException) or exc
             finally:
                 conn.close()
         finally:
             if not read_only:
                 guard.release()
+
+    def _memory_error(
+        self, exc: BaseException, doing: str, read_only: bool
+    ) -> WarehouseMemoryError | None:
+        """The error to raise instead of ``exc`` when DuckDB ran out of memory, else None.
+
+        Names the limit as configured (``160MB``), which is what a user sets; a build reports
+        it the way DuckDB prints it, so its error is raised again with the configured value.
+        """
+        configured = None if read_only or self._memory_limit is None else self._memory_limit
+        if isinstance(exc, WarehouseMemoryError):
+            if configured is None or exc.memory_limit == configured.strip():
+                return None
+            return WarehouseMemoryError(exc.doing, configured.strip(), exc.detail)
+        oom = _find(exc, duckdb.OutOfMemoryException)
+        if oom is None:
+            return None
+        return WarehouseMemoryError(doing, configured.strip() if configured else None, str(oom))
 
     @contextmanager
     def transaction(self, run_id: str) -> Iterator[Transaction]:
@@ -280,8 +311,11 @@ class Warehouse:
 
         Args:
             run_id: the run that writes; stored in ``_run_id`` and ``meta.*``.
+
+        Raises:
+            WarehouseMemoryError: if DuckDB runs out of memory (the transaction rolls back).
         """
-        with self.connect(read_only=False) as conn:
+        with self._connect(read_only=False, doing=f"writing run {run_id}") as conn:
             if not self._initialized:
                 self._create_all(conn)
             conn.execute("BEGIN TRANSACTION")
@@ -414,6 +448,18 @@ class Warehouse:
             time.monotonic() - started,
         )
         return dest
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of type ``kind`` among its causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _holder_text(message: str) -> str:

@@ -1,8 +1,28 @@
-"""Errors raised by the warehouse layer."""
+"""Errors raised by the warehouse layer.
+
+```text
+WarehouseError
+├── WarehouseLockedError    another process held the file's write lock too long
+└── WarehouseMemoryError    DuckDB needed more than ROBOFY_DUCKDB_MEMORY_LIMIT
+```
+"""
 
 from __future__ import annotations
 
-__all__ = ["WarehouseError", "WarehouseLockedError"]
+import re
+
+__all__ = [
+    "MEMORY_LIMIT_ENV",
+    "WarehouseError",
+    "WarehouseLockedError",
+    "WarehouseMemoryError",
+]
+
+MEMORY_LIMIT_ENV = "ROBOFY_DUCKDB_MEMORY_LIMIT"
+
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>(?:[KMGT]i?)?B)", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 class WarehouseError(Exception):
@@ -34,3 +54,64 @@ class WarehouseLockedError(WarehouseError):
         self.path = path
         self.holder_pid = holder_pid
         self.holder_process = holder_process
+
+
+class WarehouseMemoryError(WarehouseError):
+    """DuckDB needed more memory than its limit (``ROBOFY_DUCKDB_MEMORY_LIMIT``) allows.
+
+    The failed statement wrote nothing (a failing transaction rolls back), so running again
+    with a higher limit is safe.
+
+    Attributes:
+        doing: what was running, for example ``building marts.messages (sql/marts/messages.sql)``.
+        memory_limit: the limit in force as configured (``160MB``) or as DuckDB reports it
+            (``152.5 MiB``); None when DuckDB's own default applied.
+        detail: DuckDB's message.
+    """
+
+    def __init__(self, doing: str, memory_limit: str | None, detail: str) -> None:
+        self.doing = doing
+        self.memory_limit = memory_limit
+        self.detail = detail
+        first_line = detail.strip().splitlines()[0] if detail.strip() else "out of memory"
+        if memory_limit is None:
+            current = f"{MEMORY_LIMIT_ENV} is not set (DuckDB's default: 80% of the RAM)"
+        else:
+            current = f"{MEMORY_LIMIT_ENV}={memory_limit}"
+        super().__init__(
+            f"DuckDB ran out of memory while {doing} under {current} ({first_line}). "
+            f"Nothing was written. Raise the limit, for example "
+            f"{MEMORY_LIMIT_ENV}={suggest_memory_limit(memory_limit)}, and run again; "
+            "records of many megabytes are the usual cause (a 10 MB transcript message needs "
+            "about 100MB)."
+        )
+
+
+def size_in_bytes(text: str) -> int | None:
+    """Read a size such as ``160MB``, ``1.5 GiB`` or DuckDB's ``152.5 MiB``.
+
+    Args:
+        text: the size.
+
+    Returns:
+        The number of bytes, or None if ``text`` is not a size.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(float(match["number"]) * _UNITS[match["unit"].upper()])
+
+
+def suggest_memory_limit(memory_limit: str | None) -> str:
+    """A memory limit worth trying after ``memory_limit`` ran out: 1GB, or twice the limit.
+
+    Args:
+        memory_limit: the limit that was too small (None: unknown).
+
+    Returns:
+        A value for ``ROBOFY_DUCKDB_MEMORY_LIMIT``.
+    """
+    size = size_in_bytes(memory_limit) if memory_limit else None
+    if size is None or size < 10**9:
+        return "1GB"
+    return f"{max(2, round(2 * size / 10**9))}GB"

@@ -12,6 +12,7 @@ from typing import Literal
 
 import duckdb
 
+from robofy_etl.warehouse.errors import WarehouseMemoryError
 from robofy_etl.warehouse.tables import RAW_TABLES, SCHEMAS
 
 logger = logging.getLogger(__name__)
@@ -334,6 +335,8 @@ def build(
     Raises:
         ModelGraphError: if the graph is not buildable, or ``select`` names an unknown model.
         ModelBuildError: if a model's SQL fails; the message names the model file.
+        WarehouseMemoryError: if DuckDB runs out of memory; the message names the model and
+            ``ROBOFY_DUCKDB_MEMORY_LIMIT``.
     """
     ordered = topological_order(discover() if models is None else models)
     if select is not None:
@@ -346,6 +349,8 @@ def build(
         if schema not in SCHEMAS and schema != "intermediate":
             raise ModelGraphError(f"unknown schema {schema!r}")
         conn.execute(f"create schema if not exists {schema}")
+    # Read now: once a statement fails, its transaction answers nothing until rolled back.
+    memory_limit = _memory_limit(conn)
     results: list[BuildResult] = []
     for model in ordered:
         started = time.perf_counter()
@@ -356,6 +361,9 @@ def build(
             if model.materialization == "table":
                 count = conn.execute(f"select count(*) from {model.name}").fetchall()[0]
                 rows = int(count[0]) if count is not None else 0
+        except duckdb.OutOfMemoryException as exc:
+            doing = f"building {model.name} ({model.path})"
+            raise WarehouseMemoryError(doing, memory_limit, str(exc)) from exc
         except duckdb.Error as exc:
             raise ModelBuildError(f"{model.path}: building {model.name} failed: {exc}") from exc
         seconds = time.perf_counter() - started
@@ -364,6 +372,12 @@ def build(
         )
         results.append(BuildResult(model.name, model.materialization, rows, seconds))
     return results
+
+
+def _memory_limit(conn: duckdb.DuckDBPyConnection) -> str:
+    """The connection's memory limit as DuckDB reports it (``160MB`` reads ``152.5 MiB``)."""
+    rows = conn.execute("select current_setting('memory_limit')").fetchall()
+    return str(rows[0][0])
 
 
 def describe(

@@ -19,7 +19,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from robofy_etl.warehouse import LoadCounts, Slice, Warehouse, WarehouseError, WarehouseLockedError
+from robofy_etl.warehouse import (
+    LoadCounts,
+    Slice,
+    Warehouse,
+    WarehouseError,
+    WarehouseLockedError,
+    WarehouseMemoryError,
+    models,
+)
 
 from .conftest import message_row, session_row, table_rows
 
@@ -258,3 +266,47 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_state(wh: Warehouse) 
             "robofy__inbox_sessions", [session_row("a", "s3", "2026-10-01")], slice=DAY_1
         )
     assert counts == LoadCounts(inserted=1, deleted=2)
+
+
+def big_message(session_id: str, megabytes: int = 10) -> dict[str, object]:
+    text = "x" * (megabytes * 1_000_000)
+    return message_row("a", session_id, 0, "2026-10-01", parts=[{"type": "text", "text": text}])
+
+
+def test_a_load_out_of_memory_names_the_setting_and_writes_nothing(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb", memory_limit="20MB")
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+    before = table_rows(wh, "raw.robofy__inbox_sessions")
+
+    def doomed() -> None:
+        with wh.transaction(run_id="r2") as tx:
+            tx.replace("robofy__inbox_sessions", [], slice=DAY_1)
+            tx.replace("robofy__chat_messages", [big_message("s1")], slice=DAY_1)
+
+    with pytest.raises(WarehouseMemoryError) as raised:
+        doomed()
+
+    message = str(raised.value)
+    assert "while writing run r2" in message
+    assert "ROBOFY_DUCKDB_MEMORY_LIMIT=20MB" in message
+    assert "ROBOFY_DUCKDB_MEMORY_LIMIT=1GB" in message
+    assert isinstance(raised.value.__cause__, duckdb.OutOfMemoryException)
+    assert table_rows(wh, "raw.robofy__inbox_sessions") == before
+    assert table_rows(wh, "raw.robofy__chat_messages") == []
+
+
+def test_a_build_out_of_memory_names_the_limit_as_configured(tmp_path: Path) -> None:
+    roomy = Warehouse(tmp_path / "w.duckdb", memory_limit="1GB")
+    with roomy.transaction(run_id="r1") as tx:
+        tx.replace("robofy__chat_messages", [big_message("s1", megabytes=20)], slice=DAY_1)
+    tight = Warehouse(tmp_path / "w.duckdb", memory_limit="60MB")
+
+    with pytest.raises(WarehouseMemoryError) as raised, tight.transaction(run_id="b1") as tx:
+        models.build(tx.conn)
+
+    message = str(raised.value)
+    assert "while building marts." in message
+    assert "ROBOFY_DUCKDB_MEMORY_LIMIT=60MB" in message  # not DuckDB's "57.2 MiB"
+    assert raised.value.memory_limit == "60MB"
+    assert isinstance(raised.value.__cause__, duckdb.OutOfMemoryException)

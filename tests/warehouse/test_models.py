@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from robofy_etl.warehouse import models
+from robofy_etl.warehouse import WarehouseMemoryError, models
 from robofy_etl.warehouse.tables import RAW_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,6 +183,32 @@ def test_build_error_names_the_model_file(tmp_path: Path, conn: duckdb.DuckDBPyC
     with pytest.raises(models.ModelBuildError, match="no_such_column") as error:
         models.build(conn, models.discover(tmp_path))
     assert str(path) in str(error.value)
+
+
+def test_build_out_of_memory_names_the_model_and_the_memory_setting(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection
+) -> None:
+    path = write(
+        tmp_path,
+        "marts.p",
+        "-- grain: one row per project_id\n-- description: Test model.\n-- columns:\n"
+        "--   project_id: Robofy project id.\n--   note: Project note.\n"
+        "select project_id, _payload ->> 'note' as note from raw.robofy__projects\n",
+    )
+    conn.execute(
+        "insert into raw.robofy__projects (project_id, _payload, _loaded_at, _run_id, _slice) "
+        "values (1, json_object('note', repeat('x', 10_000_000)), now()::timestamp, 'r', 's')"
+    )
+    conn.execute("set memory_limit = '30MB'")
+
+    with pytest.raises(WarehouseMemoryError) as raised:
+        models.build(conn, models.discover(tmp_path))
+
+    message = str(raised.value)
+    assert f"building marts.p ({path})" in message
+    assert "ROBOFY_DUCKDB_MEMORY_LIMIT=28.6 MiB" in message  # 30MB, as DuckDB prints it
+    assert "ROBOFY_DUCKDB_MEMORY_LIMIT=1GB" in message
+    assert isinstance(raised.value.__cause__, duckdb.OutOfMemoryException)
 
 
 def test_build_fails_when_the_header_documents_a_missing_column(
