@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from robofy_etl.warehouse.duckdb import Transaction, Warehouse
-from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError, WarehouseMemoryError
+from robofy_etl.warehouse.errors import (
+    WarehouseError,
+    WarehouseFileError,
+    WarehouseLockedError,
+    WarehouseMemoryError,
+)
 from robofy_etl.warehouse.load import LoadCounts, Slice
 
 __all__ = [
@@ -12,6 +17,7 @@ __all__ = [
     "Transaction",
     "Warehouse",
     "WarehouseError",
+    "WarehouseFileError",
     "WarehouseLockedError",
     "WarehouseMemoryError",
 ]

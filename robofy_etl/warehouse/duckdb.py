@@ -18,7 +18,13 @@ import duckdb
 import pyarrow as pa
 
 from robofy_etl.warehouse import state
-from robofy_etl.warehouse.errors import WarehouseError, WarehouseLockedError, WarehouseMemoryError
+from robofy_etl.warehouse.errors import (
+    PATH_SETTING,
+    WarehouseError,
+    WarehouseFileError,
+    WarehouseLockedError,
+    WarehouseMemoryError,
+)
 from robofy_etl.warehouse.load import (
     LoadCounts,
     Rows,
@@ -45,6 +51,10 @@ LOCK_BACKOFF_MAX_S = 2.0
 # a Dagster worker shares the machine with others.
 MAX_THREADS = 8
 _LOCK_MESSAGE = "Could not set lock"
+# A DuckDB file is three 4 KiB headers followed by blocks of `block_size` bytes.
+_HEADERS_SIZE = 3 * 4096
+# What DuckDB says when a read finds a block missing or not what was written.
+_DAMAGE_MESSAGES = ("Corrupt database file", "Could not read enough bytes from file")
 _HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
 
 # DuckDB shares one database instance between connections of the same process, so its file
@@ -181,6 +191,7 @@ class Warehouse:
                 " (ROBOFY_DUCKDB_MEMORY_LIMIT)"
             )
         self._initialized = False
+        self._checked = False
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
@@ -193,7 +204,12 @@ class Warehouse:
     # -- connections ---------------------------------------------------------------------------
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        """Open the file, retrying with backoff while another process holds its lock."""
+        """Open the file, retrying with backoff while another process holds its lock.
+
+        The first open of this ``Warehouse`` also checks that the file is whole (``_check``).
+        """
+        if self.path.is_dir():
+            raise self._directory_error()
         delay = LOCK_BACKOFF_INITIAL_S
         waited = 0.0
         start = time.monotonic()
@@ -201,10 +217,10 @@ class Warehouse:
             try:
                 conn = duckdb.connect(str(self.path), read_only=read_only)
                 break
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
                 message = str(exc)
                 if _LOCK_MESSAGE not in message:
-                    raise
+                    raise self._open_error(exc, read_only) from exc
                 elapsed = max(waited, time.monotonic() - start)
                 if elapsed >= self.lock_timeout_s:
                     raise self._locked_error(message, elapsed) from exc
@@ -224,12 +240,89 @@ class Warehouse:
             conn.execute(f"SET threads = {int(self._threads)}")
             if self._memory_limit is not None and not read_only:
                 conn.execute(f"SET memory_limit = '{self._memory_limit.strip()}'")
+            if not self._checked:
+                self._check(conn)
+                self._checked = True
         except BaseException:
             conn.close()
             raise
         if waited:
             logger.info("%s: got the lock after %.1f s", self.path, waited)
         return conn
+
+    def _check(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """Fail now, before any load, if the file is damaged: cheaply, not by reading it all.
+
+        Raises:
+            WarehouseFileError: if the file is shorter than its tables need (truncated), or
+                their metadata cannot be read.
+        """
+        started = time.monotonic()
+        try:
+            problem = _damage(conn, self.path)
+        except duckdb.Error as exc:
+            raise self._open_error(exc, read_only=False) from exc
+        logger.debug("%s: checked in %.3f s", self.path, time.monotonic() - started)
+        if problem is not None:
+            raise self._file_error("damaged", problem)
+
+    def _open_error(self, exc: duckdb.Error, read_only: bool) -> WarehouseFileError:
+        """The ``WarehouseFileError`` for DuckDB failing to open or read the file."""
+        detail = str(exc).strip().splitlines()[0].rstrip(".")
+        if "newer version of DuckDB" in str(exc) or "storage version" in detail:
+            return self._file_error(
+                "newer_version",
+                f"was written by a newer DuckDB than this robofy-etl uses "
+                f"({duckdb.__version__}): {detail}",
+                fix="Run the robofy-etl version that wrote it (or a newer one). Otherwise,",
+            )
+        if "Permission denied" in detail:
+            access = "read" if read_only else "read and write"
+            return self._file_error(
+                "permission",
+                f"cannot be opened: this user may not {access} it ({detail})",
+                fix=f"Let this user {access} the file and its directory (chown/chmod). Or,",
+            )
+        if "not a valid DuckDB database file" in detail:
+            return self._file_error("not_duckdb", "is not a DuckDB database file")
+        if "Is a directory" in detail:
+            return self._directory_error()
+        if any(text in detail for text in _DAMAGE_MESSAGES):
+            return self._file_error("damaged", f"is damaged ({detail})")
+        return self._file_error("unusable", f"cannot be opened ({detail})")
+
+    def _directory_error(self) -> WarehouseFileError:
+        return self._file_error(
+            "directory",
+            "is a directory, not a DuckDB file",
+            fix=f"Point {PATH_SETTING} at a file, for example {self.path / 'robofy.duckdb'}. Or,",
+        )
+
+    def _file_error(self, reason: str, problem: str, fix: str = "") -> WarehouseFileError:
+        """A ``WarehouseFileError`` saying what is wrong with the file and what to do.
+
+        Args:
+            reason: the error's ``reason``.
+            problem: what is wrong, as a clause after the file name.
+            fix: a remedy for this reason, said before the general ones.
+        """
+        published = self.published_path
+        moved = self.path.with_name(f"{self.path.name}.damaged")
+        move = f"move it away (mv {self.path} {moved}) and sync again to rebuild it from the API"
+        if published.exists() and _healthy(published):
+            remedy = (
+                f"restore the published read-only copy, which is healthy: "
+                f"cp {published} {self.path} (what was synced after its last publish is "
+                f"fetched again), or {move}."
+            )
+        else:
+            state = "is damaged too" if published.exists() else "does not exist"
+            remedy = f"{move} (the published copy {published} {state})."
+        return WarehouseFileError(
+            f"The warehouse {self.path} ({PATH_SETTING}) {problem}. {fix or 'To go on,'} {remedy}",
+            path=str(self.path),
+            reason=reason,
+        )
 
     def _locked_error(self, message: str, elapsed: float) -> WarehouseLockedError:
         match = _HOLDER.search(message)
@@ -276,9 +369,13 @@ class Warehouse:
                 yield conn
             except Exception as exc:
                 memory_error = self._memory_error(exc, doing, read_only)
-                if memory_error is None:
-                    raise
-                raise memory_error from _find(exc, duckdb.OutOfMemoryException) or exc
+                if memory_error is not None:
+                    raise memory_error from _find(exc, duckdb.OutOfMemoryException) or exc
+                if isinstance(exc, duckdb.Error) and any(
+                    text in str(exc) for text in _DAMAGE_MESSAGES
+                ):
+                    raise self._open_error(exc, read_only) from exc
+                raise
             finally:
                 conn.close()
         finally:
@@ -448,6 +545,49 @@ class Warehouse:
             time.monotonic() - started,
         )
         return dest
+
+
+def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """What is wrong with the open file ``path``, judged from its metadata; None if nothing.
+
+    Reads every table's storage metadata (which fails if a metadata block is missing or
+    corrupt) and compares the file's length with the last block a table uses (a truncated
+    file is shorter). Data blocks are not read: that would cost a full scan of the file.
+    """
+    tables = conn.execute(
+        "select schema_name, table_name from duckdb_tables() "
+        "where database_name = current_database()"
+    ).fetchall()
+    last_block = -1
+    for schema, table in tables:
+        row = conn.execute(
+            "select max(block_id), max(list_max(additional_block_ids)) "
+            "from pragma_storage_info(?) where persistent",
+            [f'"{schema}"."{table}"'],
+        ).fetchall()[0]
+        last_block = max([last_block, *(block for block in row if block is not None)])
+    if last_block < 0:
+        return None
+    rows = conn.execute(
+        "select block_size from pragma_database_size() where database_name = current_database()"
+    ).fetchall()
+    needed = _HEADERS_SIZE + (last_block + 1) * int(rows[0][0])
+    size = path.stat().st_size
+    if size < needed:
+        return (
+            f"is damaged: it is {size:,} bytes long but its tables need {needed:,} "
+            "(the file was cut short)"
+        )
+    return None
+
+
+def _healthy(path: Path) -> bool:
+    """Whether the DuckDB file at ``path`` opens read-only and passes ``_damage``."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as conn:
+            return _damage(conn, path) is None
+    except (duckdb.Error, OSError):
+        return False
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

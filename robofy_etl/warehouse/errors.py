@@ -3,7 +3,8 @@
 ```text
 WarehouseError
 ├── WarehouseLockedError    another process held the file's write lock too long
-└── WarehouseMemoryError    DuckDB needed more than ROBOFY_DUCKDB_MEMORY_LIMIT
+├── WarehouseMemoryError    DuckDB needed more than ROBOFY_DUCKDB_MEMORY_LIMIT
+└── WarehouseFileError      the file is no usable warehouse: damaged, not DuckDB, too new, ...
 ```
 """
 
@@ -13,12 +14,16 @@ import re
 
 __all__ = [
     "MEMORY_LIMIT_ENV",
+    "PATH_SETTING",
     "WarehouseError",
+    "WarehouseFileError",
     "WarehouseLockedError",
     "WarehouseMemoryError",
 ]
 
 MEMORY_LIMIT_ENV = "ROBOFY_DUCKDB_MEMORY_LIMIT"
+# How a user chooses the warehouse file: the CLI option or the environment variable.
+PATH_SETTING = "--duckdb / ROBOFY_DUCKDB_PATH"
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>(?:[KMGT]i?)?B)", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
@@ -85,6 +90,24 @@ class WarehouseMemoryError(WarehouseError):
             "records of many megabytes are the usual cause (a 10 MB transcript message needs "
             "about 100MB)."
         )
+
+
+class WarehouseFileError(WarehouseError):
+    """The warehouse file cannot be used: damaged, not a DuckDB file, too new, a directory, ...
+
+    The message names the file, the setting that chose it (``--duckdb`` /
+    ``ROBOFY_DUCKDB_PATH``) and what to do, for example restoring the published copy.
+
+    Attributes:
+        path: the file that was given as the warehouse.
+        reason: ``damaged``, ``not_duckdb``, ``newer_version``, ``directory``, ``permission``
+            or ``unusable``.
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 def size_in_bytes(text: str) -> int | None:
