@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
@@ -507,9 +508,10 @@ class Warehouse:
     def publish(self, target: str | os.PathLike[str] | None = None) -> Path:
         """Publish an atomic, consistent, read-only copy of the database for readers.
 
-        Takes the write lock, checkpoints (so the copy needs no WAL), copies the file while
-        still holding the lock, fsyncs, then renames the copy onto ``target``. A reader that
-        has the previous copy open keeps its consistent view; the next open sees the new one.
+        Takes the write lock, checkpoints (so the copy needs no WAL), copies the file to
+        ``<target>.tmp-<pid>``, fsyncs, and renames the copy onto ``target``, all while holding
+        the lock. A reader that has the previous copy open keeps its consistent view; the next
+        open sees the new one. Temp copies that a killed publish left behind are removed first.
 
         Args:
             target: where to publish (default: ``published_path``).
@@ -525,16 +527,19 @@ class Warehouse:
         started = time.monotonic()
         try:
             with self.connect(read_only=False) as conn:
+                # Only the holder of the write lock writes and renames a temp copy, so every
+                # other one beside the target is what a killed publish left behind.
+                _remove_stale_copies(dest, keep=tmp)
                 if not self._initialized:
                     self._create_all(conn)
                 conn.execute("CHECKPOINT")
                 shutil.copyfile(self.path, tmp)
                 with tmp.open("rb+") as handle:
                     os.fsync(handle.fileno())
-            # A stale WAL beside the target would be replayed into the new copy on open.
-            Path(f"{dest}.wal").unlink(missing_ok=True)
-            os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+                # A stale WAL beside the target would be replayed into the new copy on open.
+                Path(f"{dest}.wal").unlink(missing_ok=True)
+                os.replace(tmp, dest)
+                _fsync_dir(dest.parent)
         finally:
             tmp.unlink(missing_ok=True)
         logger.info(
@@ -600,6 +605,29 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _remove_stale_copies(dest: Path, keep: Path) -> None:
+    """Delete the ``<dest>.tmp-<pid>`` copies beside ``dest`` other than ``keep``, logging each.
+
+    Call it only while holding the write lock (see ``Warehouse.publish``).
+    """
+    name = re.compile(re.escape(dest.name) + r"\.tmp-(?P<pid>\d+)")
+    for path in sorted(dest.parent.glob(f"{glob.escape(dest.name)}.tmp-*")):
+        match = name.fullmatch(path.name)
+        if match is None or path == keep:
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        logger.warning(
+            "removed %s (%.1f MB), a copy left by a publish that did not finish (PID %s)",
+            path,
+            size / 1e6,
+            match["pid"],
+        )
 
 
 def _holder_text(message: str) -> str:

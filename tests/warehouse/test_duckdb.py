@@ -310,3 +310,56 @@ def test_a_build_out_of_memory_names_the_limit_as_configured(tmp_path: Path) -> 
     assert "ROBOFY_DUCKDB_MEMORY_LIMIT=60MB" in message  # not DuckDB's "57.2 MiB"
     assert raised.value.memory_limit == "60MB"
     assert isinstance(raised.value.__cause__, duckdb.OutOfMemoryException)
+
+
+KILLED_PUBLISH = """
+import shutil, time
+from robofy_etl.warehouse import Warehouse
+
+copy = shutil.copyfile
+
+
+def copy_then_hang(source, target):
+    copy(source, target)
+    print("copied", flush=True)
+    time.sleep(60)
+
+
+shutil.copyfile = copy_then_hang
+Warehouse({path!r}).publish()
+"""
+
+
+def test_publish_removes_the_temp_copy_a_killed_publish_left(
+    wh: Warehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    with wh.transaction(run_id="r1") as tx:
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+    script = textwrap.dedent(KILLED_PUBLISH.format(path=str(wh.path)))
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "copied"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+    stale = wh.published_path.with_name(f"robofy.read.duckdb.tmp-{proc.pid}")
+    assert stale.exists()
+    unrelated = wh.published_path.with_name("robofy.read.duckdb.tmp-notes.txt")
+    unrelated.write_text("not a temp copy of a publish", encoding="utf-8")
+
+    with caplog.at_level("WARNING", logger="robofy_etl.warehouse.duckdb"):
+        published = wh.publish()
+
+    assert not stale.exists()
+    assert f"removed {stale}" in caplog.text
+    assert f"(PID {proc.pid})" in caplog.text
+    assert [p.name for p in published.parent.iterdir() if ".tmp-" in p.name] == [unrelated.name]
+    reader = duckdb.connect(str(published), read_only=True)
+    try:
+        rows = reader.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
+    finally:
+        reader.close()
+    assert rows == [("s1",)]
