@@ -198,6 +198,7 @@ def run_sync(
     if not os.environ.get(API_KEY_ENV, "").strip():
         raise CliError(f"{API_KEY_ENV} is not set: export your Robofy API key first.")
 
+    _check_warehouse(settings)
     defs = build_definitions(settings)
     job = defs.resolve_job_def(SYNC_JOB)
     instance = (
@@ -268,12 +269,28 @@ def _failure_classes(result: Any) -> list[str]:
     return names
 
 
+def _check_warehouse(settings: Settings) -> None:
+    """Opens the warehouse file once before the run: a damaged or unusable file is a clear
+    error (exit status 2) before any request is made, not a failed step."""
+    from robofy_etl.warehouse import Warehouse
+    from robofy_etl.warehouse.errors import WarehouseFileError
+
+    try:
+        Warehouse(
+            settings.duckdb_path,
+            lock_timeout_s=settings.lock_timeout_s,
+            memory_limit=settings.duckdb_memory_limit,
+        ).initialize()
+    except WarehouseFileError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _as_int(value: object) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
 # Errors of ours whose message says what to do next; Dagster wraps them in its own.
-_OWN_ERRORS = ("Robofy", "Warehouse", "Settings", "PaginationLoopError")
+_OWN_ERRORS = ("Robofy", "Warehouse", "Settings", "PaginationLoopError", "ModelBuildError")
 
 
 def _failure_messages(result: Any) -> list[str]:

@@ -385,3 +385,37 @@ def test_freshness_checks_pass_for_a_past_window(pipeline: Pipeline) -> None:
     fresh = {k: v for k, v in outcome.checks.items() if k.endswith("__loaded_recently")}
     assert fresh
     assert all(passed for passed, _ in fresh.values()), fresh
+
+
+def test_a_ten_megabyte_message_loads_and_builds_under_the_default_memory_limit(
+    pipeline: Pipeline,
+) -> None:
+    chatbot_id, session_id, _ = _long_session(pipeline)
+    big = "x" * (10 * 1024 * 1024)
+
+    def huge(request: GlitchRequest, items: list[Any]) -> list[Any]:
+        if request.first_page:
+            items[0]["parts"][0]["text"] = big
+        return items
+
+    pipeline.sim.set_glitch(edit_items("transcript", huge, when=_path_ends(chatbot_id, session_id)))
+    outcome = pipeline.sync()
+    assert outcome.exit_code == EXIT_OK, (outcome.errors, outcome.problems)
+    assert pipeline.query(
+        "select max(length(text)) from marts.messages where session_id = ?", [session_id]
+    ) == [(len(big),)]
+
+
+def test_a_damaged_warehouse_file_is_a_clear_error_before_any_request(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robofy_etl.cli import main
+
+    pipeline.db_path.write_text("this is not a DuckDB file\n")
+    pipeline.sim.clear_log()
+    code = main(["sync", "--start", FIRST_DAY.isoformat(), "--end", LAST_DAY.isoformat()])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ROBOFY_DUCKDB_PATH" in err
+    assert "Traceback" not in err
+    assert pipeline.sim.request_log == []
