@@ -272,15 +272,17 @@ def _failure_classes(result: Any) -> list[str]:
 def _check_warehouse(settings: Settings) -> None:
     """Opens the warehouse file once before the run: a damaged or unusable file is a clear
     error (exit status 2) before any request is made, not a failed step."""
-    from robofy_etl.warehouse import Warehouse
+    from robofy_etl.warehouse import Warehouse, WarehouseLockedError
     from robofy_etl.warehouse.errors import WarehouseFileError
 
     try:
+        # No waiting here: a file another process holds is checked by the run, which waits
+        # for the lock (ROBOFY_LOCK_TIMEOUT_S) and says who holds it.
         Warehouse(
-            settings.duckdb_path,
-            lock_timeout_s=settings.lock_timeout_s,
-            memory_limit=settings.duckdb_memory_limit,
+            settings.duckdb_path, lock_timeout_s=0.0, memory_limit=settings.duckdb_memory_limit
         ).initialize()
+    except WarehouseLockedError:
+        return
     except WarehouseFileError as exc:
         raise CliError(str(exc)) from None
 
