@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import duckdb
 
+from robofy_etl.warehouse import incremental
 from robofy_etl.warehouse.errors import WarehouseMemoryError
-from robofy_etl.warehouse.tables import RAW_TABLES, SCHEMAS
+from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +25,10 @@ SQL_DIR: Path = Path(__file__).resolve().parents[2] / "sql"
 
 Materialization = Literal["view", "table"]
 
-# Staging is cheap to recompute and read rarely; marts are read every few seconds by dashboards.
+# Staging is a table: each record's JSON is parsed once, when its raw row changes, and the marts
+# are maintained incrementally from it (see incremental.py). Marts are read by dashboards.
 MATERIALIZATIONS: dict[str, Materialization] = {
-    "staging": "view",
+    "staging": "table",
     "intermediate": "view",
     "marts": "table",
 }
@@ -33,7 +37,8 @@ MATERIALIZATIONS: dict[str, Materialization] = {
 _REF = re.compile(r"\b(?:from|join)\s+(raw|staging|marts|intermediate)\.(\w+)", re.IGNORECASE)
 _LINE_COMMENT = re.compile(r"--[^\n]*")
 _BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
-_HEADER_KEY = re.compile(r"^(grain|description|columns)\s*:\s*(.*)$")
+_HEADER_KEY = re.compile(r"^(grain|description|columns|incremental)\s*:\s*(.*)$")
+_SOURCE = re.compile(r"^(key|(?:raw|staging|marts|intermediate)\.\w+)\s*:\s*(lookup\s+)?(.+)$")
 _COLUMN_DOC = re.compile(r"^(\w+)\s*:\s*(.+)$")
 _GRAIN = re.compile(r"one row per\s+(?:\(([^)]*)\)|(\w+))", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -52,6 +57,28 @@ class ModelBuildError(ModelError):
 
 
 @dataclass(frozen=True)
+class Source:
+    """How rows of one relation a model reads relate to the model's incremental key.
+
+    Attributes:
+        relation: the relation read, ``schema.name``.
+        columns: its columns that correspond, in order, to the model's key (``key`` source),
+            or that the model's rows carry under the same names (``lookup`` source).
+        lookup: a small relation read whole (a dimension): a change to one of its rows
+            touches every model row with the same ``columns`` values. Otherwise only the rows
+            whose ``columns`` are among the touched keys are read, and a changed row touches
+            the key its ``columns`` give.
+        using: for a lookup, the columns the model takes from it: a change elsewhere in the
+            row (a usage counter, a timestamp) touches nothing. Empty: any change touches.
+    """
+
+    relation: str
+    columns: tuple[str, ...]
+    lookup: bool = False
+    using: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Model:
     """One SQL file, built as the relation ``<folder>.<file stem>``.
 
@@ -65,6 +92,11 @@ class Model:
         grain: the header's ``grain:`` line, for example ``one row per (chatbot_id, session_id)``.
         description: the header's ``description:`` text.
         column_docs: one-line description per output column, from the header's ``columns:`` list.
+        incremental_key: the columns whose values an incremental build replaces (the header's
+            ``incremental:`` section, ``key:``; a staging model's raw key); empty: always
+            rebuilt in full.
+        sources: how each relation the model reads maps onto ``incremental_key`` (see
+            ``Source``); a relation read but not listed makes every build of it a full one.
     """
 
     name: str
@@ -76,6 +108,8 @@ class Model:
     grain: str = ""
     description: str = ""
     column_docs: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    incremental_key: tuple[str, ...] = ()
+    sources: tuple[Source, ...] = ()
 
     @property
     def relation(self) -> str:
@@ -101,12 +135,18 @@ class BuildResult:
         materialization: ``view`` or ``table``.
         rows: row count for tables; None for views (counting would run the query).
         seconds: wall time spent creating and documenting the relation.
+        mode: ``full``, ``incremental`` or ``unchanged`` (see ``incremental.py``).
+        keys: the keys an incremental build replaced.
+        reason: why a build was full.
     """
 
     name: str
     materialization: Materialization
     rows: int | None
     seconds: float
+    mode: incremental.Mode = "full"
+    keys: int = 0
+    reason: str = ""
 
 
 def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
@@ -142,6 +182,8 @@ def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
             elif section == "description" and key.group(2).strip():
                 description.append(key.group(2).strip())
             continue
+        if section == "incremental":
+            continue
         if section == "columns":
             doc = _COLUMN_DOC.match(text)
             if doc is not None:
@@ -149,6 +191,45 @@ def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
         elif section == "description" and text:
             description.append(text)
     return grain, " ".join(description), columns
+
+
+def parse_incremental(sql: str) -> tuple[tuple[str, ...], tuple[Source, ...]]:
+    """Read the header's ``incremental:`` section.
+
+    ``--   key: a, b`` names the model's incremental key; ``--   staging.x: c, d`` says that
+    rows of ``staging.x`` with ``(c, d)`` equal to a key are all the rows that key needs, and
+    ``--   staging.y: lookup e using f, g`` that ``staging.y`` is read whole and a change of its
+    ``f`` or ``g`` touches the rows with the same ``e``.
+
+    Returns:
+        (key, sources); both empty when the header has no such section.
+    """
+    key: tuple[str, ...] = ()
+    sources: list[Source] = []
+    inside = False
+    for raw_line in sql.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        text = line[2:].strip()
+        indent = len(line[2:]) - len(line[2:].lstrip())
+        head = _HEADER_KEY.match(text) if indent <= 1 else None
+        if head is not None:
+            inside = head.group(1) == "incremental"
+            continue
+        entry = _SOURCE.match(text) if inside else None
+        if entry is None:
+            continue
+        names, _, used = entry.group(3).partition(" using ")
+        columns = tuple(c.strip() for c in names.split(",") if c.strip())
+        using = tuple(c.strip() for c in used.split(",") if c.strip())
+        if entry.group(1) == "key":
+            key = columns
+        else:
+            sources.append(Source(entry.group(1).lower(), columns, bool(entry.group(2)), using))
+    return key, tuple(sources)
 
 
 def parse_deps(sql: str) -> tuple[str, ...]:
@@ -191,6 +272,17 @@ def load_model(path: Path, schema: str) -> Model:
     name = f"{schema}.{relation}"
     grain, description, column_docs = parse_header(sql)
     deps = tuple(dep for dep in parse_deps(sql) if dep != name)
+    key, sources = parse_incremental(sql)
+    raw = [RAW_TABLES.get(dep.removeprefix("raw.")) for dep in deps if dep.startswith("raw.")]
+    if schema == "staging" and len(deps) == 1 and raw and raw[0] is not None:
+        # Staging is one-to-one with its raw table (style.md B7): it is keyed like it.
+        key, sources = raw[0].key, (Source(deps[0], raw[0].key),)
+    for source in sources:
+        if source.relation not in deps:
+            raise ModelError(
+                f"{path}: the incremental section names {source.relation}, "
+                "which the model does not read"
+            )
     return Model(
         name=name,
         schema=schema,
@@ -201,6 +293,8 @@ def load_model(path: Path, schema: str) -> Model:
         grain=grain,
         description=description,
         column_docs=column_docs,
+        incremental_key=key,
+        sources=sources,
     )
 
 
@@ -316,18 +410,23 @@ def build(
     models: Sequence[Model] | None = None,
     *,
     select: Iterable[str] | None = None,
+    full_refresh: bool = False,
 ) -> list[BuildResult]:
-    """Create or replace every model's relation, in dependency order, with comments.
+    """Bring every model up to date with ``raw``, in dependency order, with comments.
 
-    Nothing is committed here: run it inside the caller's transaction (``begin`` ... ``commit``)
-    and readers see either the previous build or the new one, never a mix. Outside a
-    transaction each statement commits on its own.
+    Incremental by default (see ``incremental.py``): a model's rows are replaced only for the
+    keys whose inputs changed since its last build; a missing model, one whose SQL changed, or
+    ``full_refresh`` rebuilds from everything. Nothing is committed here: run it inside the
+    caller's transaction (``begin`` ... ``commit``) and readers see either the previous build or
+    the new one, never a mix.
 
     Args:
-        conn: an open DuckDB connection whose ``raw`` tables exist.
+        conn: an open DuckDB connection whose ``raw`` and ``meta`` tables exist.
         models: the models to consider; defaults to ``discover()``.
-        select: relation names to build (for example ``["marts.sessions"]``); the others are
-            assumed built already. Defaults to all.
+        select: relation names to build (for example ``["marts.sessions"]``); they are rebuilt
+            in full, and models downstream of them that were not selected are rebuilt in full
+            by the next build. Defaults to all, incrementally.
+        full_refresh: rebuild every selected model from everything.
 
     Returns:
         One result per built model, in build order.
@@ -338,12 +437,15 @@ def build(
         WarehouseMemoryError: if DuckDB runs out of memory; the message names the model and
             ``ROBOFY_DUCKDB_MEMORY_LIMIT``.
     """
-    ordered = topological_order(discover() if models is None else models)
+    everything = topological_order(discover() if models is None else models)
+    ordered = everything
+    subset = False
     if select is not None:
         wanted = set(select)
         unknown = wanted - {model.name for model in ordered}
         if unknown:
             raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
+        subset = wanted != {model.name for model in everything}
         ordered = [model for model in ordered if model.name in wanted]
     for schema in dict.fromkeys(model.schema for model in ordered):
         if schema not in SCHEMAS and schema != "intermediate":
@@ -351,27 +453,87 @@ def build(
         conn.execute(f"create schema if not exists {schema}")
     # Read now: once a statement fails, its transaction answers nothing until rolled back.
     memory_limit = _memory_limit(conn)
+    for ddl in (*META_DDL, incremental.STATE_DDL):
+        conn.execute(ddl)  # the change log and build state live in meta
+    state = incremental.load_state(conn)
+    until = incremental.watermark_now(conn)
+    planner = incremental.Planner(conn, f"_robofy_build_{next(_builds)}")
+    rebuilt: set[str] = set()
     results: list[BuildResult] = []
-    for model in ordered:
-        started = time.perf_counter()
-        try:
+    try:
+        for model in ordered:
+            results.append(
+                _build_one(
+                    conn, model, planner, state, rebuilt, full_refresh or subset, memory_limit
+                )
+            )
+            incremental.save_state(conn, model.name, model.sql, until, results[-1].mode)
+        if subset:
+            incremental.forget_state(conn, _downstream(everything, rebuilt) - rebuilt)
+    finally:
+        planner.drop_all()
+    return results
+
+
+_builds = itertools.count()
+
+
+def _build_one(
+    conn: duckdb.DuckDBPyConnection,
+    model: Model,
+    planner: incremental.Planner,
+    state: dict[str, tuple[str, datetime | None]],
+    rebuilt: set[str],
+    full_refresh: bool,
+    memory_limit: str,
+) -> BuildResult:
+    started = time.perf_counter()
+    try:
+        previous = state.get(model.name)
+        reason = incremental.full_reason(
+            model, previous, incremental.exists(conn, model.name), full_refresh, rebuilt
+        )
+        change = (
+            incremental.Change("full", reason=reason)
+            if reason
+            else planner.apply(model, previous[1] if previous else None)
+        )
+        if change.mode == "full":
             conn.execute(f"create or replace {model.materialization} {model.name} as\n{model.sql}")
             _document(conn, model)
-            rows: int | None = None
-            if model.materialization == "table":
-                count = conn.execute(f"select count(*) from {model.name}").fetchall()[0]
-                rows = int(count[0]) if count is not None else 0
-        except duckdb.OutOfMemoryException as exc:
-            doing = f"building {model.name} ({model.path})"
-            raise WarehouseMemoryError(doing, memory_limit, str(exc)) from exc
-        except duckdb.Error as exc:
-            raise ModelBuildError(f"{model.path}: building {model.name} failed: {exc}") from exc
-        seconds = time.perf_counter() - started
-        logger.debug(
-            "built %s %s (%s rows) in %.3fs", model.materialization, model.name, rows, seconds
-        )
-        results.append(BuildResult(model.name, model.materialization, rows, seconds))
-    return results
+            rebuilt.add(model.name)
+        rows: int | None = None
+        if model.materialization == "table":
+            count = conn.execute(f"select count(*) from {model.name}").fetchall()[0]
+            rows = int(count[0]) if count is not None else 0
+    except duckdb.OutOfMemoryException as exc:
+        doing = f"building {model.name} ({model.path})"
+        raise WarehouseMemoryError(doing, memory_limit, str(exc)) from exc
+    except duckdb.Error as exc:
+        raise ModelBuildError(f"{model.path}: building {model.name} failed: {exc}") from exc
+    seconds = time.perf_counter() - started
+    logger.debug(
+        "built %s %s %s (%s rows, %d keys%s) in %.3fs",
+        change.mode,
+        model.materialization,
+        model.name,
+        rows,
+        change.keys,
+        f": {change.reason}" if change.reason else "",
+        seconds,
+    )
+    return BuildResult(
+        model.name, model.materialization, rows, seconds, change.mode, change.keys, change.reason
+    )
+
+
+def _downstream(models: Sequence[Model], roots: set[str]) -> set[str]:
+    """``roots`` and every model that reads one of them, directly or not."""
+    found = set(roots)
+    for model in models:  # topological order: readers come after what they read
+        if any(dep in found for dep in model.deps):
+            found.add(model.name)
+    return found
 
 
 def _memory_limit(conn: duckdb.DuckDBPyConnection) -> str:

@@ -1,5 +1,12 @@
 -- grain: one row per (chatbot_id, activity_date)
 -- description: One row per chatbot per UTC day with activity counted from transcripts, sessions and leads, beside the stats API's totals for reconciliation. Days come from either source.
+-- incremental:
+--   key: chatbot_id, activity_date
+--   marts.sessions: chatbot_id, started_date
+--   marts.messages: chatbot_id, sent_date
+--   marts.leads: chatbot_id, created_date
+--   marts.message_stats_daily: chatbot_id, stat_date
+--   staging.stg_robofy__chatbots: lookup chatbot_id using name, project_id
 -- columns:
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.
 --   activity_date: UTC day.
@@ -39,7 +46,7 @@ stats as (
 ),
 
 chatbots as (
-    select * from marts.chatbots
+    select * from staging.stg_robofy__chatbots
 ),
 
 sessions_per_day as (

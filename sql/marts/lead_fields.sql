@@ -1,5 +1,8 @@
 -- grain: one row per (lead_id, field_name)
 -- description: One row per form field of a lead (the long form of marts.leads); a field name repeated in one form keeps its first value.
+-- incremental:
+--   key: lead_id
+--   staging.stg_robofy__leads: lead_id
 -- columns:
 --   lead_id: Lead id from Robofy.
 --   field_name: Form field name as sent by the API (for example 'email').

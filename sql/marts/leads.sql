@@ -1,5 +1,10 @@
 -- grain: one row per lead_id
 -- description: One row per lead captured by a chatbot form, with the common form fields pivoted into columns (name, email, phone, company).
+-- incremental:
+--   key: lead_id
+--   staging.stg_robofy__leads: lead_id
+--   staging.stg_robofy__chatbots: lookup chatbot_id using name
+--   staging.stg_robofy__inbox_sessions: lookup chatbot_id, session_id using platform
 -- columns:
 --   lead_id: Lead id from Robofy.
 --   project_id: Project the lead was captured in.

@@ -1,5 +1,9 @@
 -- grain: one row per (chatbot_id, stat_date)
 -- description: Daily message statistics per chatbot as reported by the Robofy stats API (days without traffic included with zeros).
+-- incremental:
+--   key: chatbot_id, stat_date
+--   staging.stg_robofy__message_stats: chatbot_id, stat_date
+--   staging.stg_robofy__chatbots: lookup chatbot_id using name
 -- columns:
 --   project_id: Project the chatbot belongs to.
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.

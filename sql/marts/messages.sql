@@ -1,5 +1,9 @@
 -- grain: one row per (chatbot_id, session_id, message_id)
 -- description: One row per transcript message, in conversation order, with normalized role, joined text and part details.
+-- incremental:
+--   key: chatbot_id, session_id
+--   staging.stg_robofy__chat_messages: chatbot_id, session_id
+--   staging.stg_robofy__inbox_sessions: chatbot_id, session_id
 -- columns:
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.
 --   session_id: Session the message belongs to (unique within a chatbot).

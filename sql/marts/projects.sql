@@ -1,5 +1,9 @@
 -- grain: one row per project_id
 -- description: One row per Robofy project, deleted ones included (is_deleted), with activity totals.
+-- incremental:
+--   key: project_id
+--   staging.stg_robofy__projects: project_id
+--   marts.chatbots: project_id
 -- columns:
 --   project_id: Robofy project id.
 --   name: Project name.
@@ -21,41 +25,20 @@ projects as (
     select * from staging.stg_robofy__projects
 ),
 
+-- Rolled up from the chatbots mart, so the two cannot disagree.
 chatbots as (
-    select * from staging.stg_robofy__chatbots
+    select * from marts.chatbots
 ),
 
-sessions as (
-    select * from staging.stg_robofy__inbox_sessions
-),
-
-leads as (
-    select * from staging.stg_robofy__leads
-),
-
-chatbots_per_project as (
+per_project as (
     select
         project_id,
         count(*) filter (where not is_deleted) as chatbot_count,
-    from chatbots
-    group by project_id
-),
-
-sessions_per_project as (
-    select
-        project_id,
-        count(*) as session_count,
-        min(started_at) as first_session_at,
+        sum(session_count)::bigint as session_count,
+        sum(lead_count)::bigint as lead_count,
+        min(first_session_at) as first_session_at,
         max(last_message_at) as last_message_at,
-    from sessions
-    group by project_id
-),
-
-leads_per_project as (
-    select
-        project_id,
-        count(*) as lead_count,
-    from leads
+    from chatbots
     group by project_id
 ),
 
@@ -71,23 +54,21 @@ final as (
         projects.timezone,
 
         -- measures
-        coalesce(chatbots_per_project.chatbot_count, 0) as chatbot_count,
-        coalesce(sessions_per_project.session_count, 0) as session_count,
-        coalesce(leads_per_project.lead_count, 0) as lead_count,
+        coalesce(per_project.chatbot_count, 0) as chatbot_count,
+        coalesce(per_project.session_count, 0) as session_count,
+        coalesce(per_project.lead_count, 0) as lead_count,
 
         -- timestamps
         projects.created_at,
         projects.updated_at,
-        sessions_per_project.first_session_at,
-        sessions_per_project.last_message_at,
+        per_project.first_session_at,
+        per_project.last_message_at,
 
         -- soft delete
         projects.is_deleted,
         projects.deleted_at,
     from projects
-    left join chatbots_per_project on projects.project_id = chatbots_per_project.project_id
-    left join sessions_per_project on projects.project_id = sessions_per_project.project_id
-    left join leads_per_project on projects.project_id = leads_per_project.project_id
+    left join per_project on projects.project_id = per_project.project_id
 )
 
 select * from final

@@ -1,5 +1,11 @@
 -- grain: one row per (chatbot_id, session_id)
 -- description: One row per inbox conversation (session) with transcript measures: message counts, turns, first response time, unanswered flag and leads.
+-- incremental:
+--   key: chatbot_id, session_id
+--   staging.stg_robofy__inbox_sessions: chatbot_id, session_id
+--   staging.stg_robofy__chat_messages: chatbot_id, session_id
+--   staging.stg_robofy__leads: chatbot_id, session_id
+--   staging.stg_robofy__chatbots: lookup chatbot_id using name
 -- columns:
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.
 --   session_id: Session id, unique only within a chatbot (a UUID on the web, a phone number on WhatsApp).

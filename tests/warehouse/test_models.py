@@ -96,7 +96,7 @@ def test_discover_names_relations_after_folder_and_file(tmp_path: Path) -> None:
     found = models.discover(tmp_path)
     assert [(m.name, m.materialization, m.deps) for m in found] == [
         ("marts.projects", "table", ("staging.stg_robofy__projects",)),
-        ("staging.stg_robofy__projects", "view", ("raw.robofy__projects",)),
+        ("staging.stg_robofy__projects", "table", ("raw.robofy__projects",)),
     ]
     assert found[0].sql.endswith("staging.stg_robofy__projects")
 
@@ -153,7 +153,7 @@ def test_build_creates_documented_relations(
     )
     results = models.build(conn, models.discover(tmp_path))
     assert [(r.name, r.materialization, r.rows) for r in results] == [
-        ("staging.stg_p", "view", None),
+        ("staging.stg_p", "table", 1),
         ("marts.p", "table", 1),
     ]
     assert models.describe(conn) == {

@@ -1,0 +1,310 @@
+"""Incremental model builds: a run rebuilds the rows of what its loads changed, not history.
+
+Every raw write stamps the rows it inserts or changes with ``_loaded_at`` and copies what it
+removes into ``meta.removed_rows`` (``removed_at``), and DuckDB serializes writers, so "what
+changed since the last build" is exactly the raw rows stamped, and the rows removed, after the
+build's watermark (``meta.model_state``). From there, model by model in dependency order:
+
+1. the *touched keys* of the model (its header's ``incremental: key``) are those of the rows that
+   changed in the relations it reads, mapped through the header's source lines (old and new
+   versions of each changed row, so a row that moved from one key to another touches both);
+2. the model's SQL runs with each mapped source cut down to the rows of the touched keys (a
+   temporary table, so the SQL itself stays one plain SELECT), and the model's rows of those
+   keys are replaced by the result;
+3. the replaced rows, old and new, are the model's own change set for the models downstream.
+
+A model is rebuilt in full when it is missing, its SQL (or this engine) changed since it was
+built (a fingerprint in ``meta.model_state``), a full refresh is asked for, something it reads
+was rebuilt in full, or it reads a relation its header does not map. Every build runs in the
+caller's transaction: readers see the previous build or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+import duckdb
+
+from robofy_etl.warehouse.tables import RAW_TABLES
+
+if TYPE_CHECKING:
+    from robofy_etl.warehouse.models import Model, Source
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ENGINE_VERSION", "STATE_DDL", "Change", "Planner", "fingerprint", "full_reason"]
+
+# Part of every model's fingerprint: a change to how models are built rebuilds them all.
+ENGINE_VERSION = "incremental-1"
+
+STATE_DDL = """create table if not exists meta.model_state (
+    model VARCHAR NOT NULL PRIMARY KEY,
+    fingerprint VARCHAR NOT NULL,
+    watermark TIMESTAMP,
+    built_at TIMESTAMP NOT NULL,
+    mode VARCHAR NOT NULL)"""
+
+Mode = Literal["full", "incremental", "unchanged"]
+
+
+@dataclass
+class Change:
+    """What one model build did.
+
+    Attributes:
+        mode: ``full`` (rebuilt from everything), ``incremental`` (the touched keys' rows
+            replaced) or ``unchanged`` (nothing it reads changed).
+        keys: how many keys were touched (incremental builds).
+        delta: a temporary table with the replaced rows, old and new (incremental builds).
+        reason: why a build was full.
+    """
+
+    mode: Mode
+    keys: int = 0
+    delta: str | None = None
+    reason: str = ""
+
+
+def fingerprint(sql: str) -> str:
+    """The fingerprint of a model's SQL under this engine."""
+    return hashlib.md5(f"{ENGINE_VERSION}\n{sql}".encode(), usedforsecurity=False).hexdigest()
+
+
+def watermark_now(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The newest change in the raw tables: the latest ``_loaded_at`` or ``removed_at``."""
+    parts = [f"select max(_loaded_at) from {t.relation}" for t in RAW_TABLES.values()]
+    parts.append("select max(removed_at) from meta.removed_rows")
+    row = conn.execute(f"select max(m) from ({' union all '.join(parts)}) as t(m)").fetchall()
+    value = row[0][0] if row else None
+    return value if isinstance(value, datetime) else None
+
+
+def load_state(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, datetime | None]]:
+    """``model -> (fingerprint, watermark)`` of every model built so far."""
+    conn.execute(STATE_DDL)
+    rows = conn.execute("select model, fingerprint, watermark from meta.model_state").fetchall()
+    return {str(m): (str(f), w) for m, f, w in rows}
+
+
+def save_state(
+    conn: duckdb.DuckDBPyConnection,
+    model: str,
+    sql: str,
+    watermark: datetime | None,
+    mode: Mode,
+) -> None:
+    conn.execute(
+        """insert or replace into meta.model_state
+           values (?, ?, ?, now()::timestamp, ?)""",
+        [model, fingerprint(sql), watermark, mode],
+    )
+
+
+def forget_state(conn: duckdb.DuckDBPyConnection, models: Iterable[str]) -> None:
+    """Mark models as needing a full rebuild next time (their inputs moved without them)."""
+    for model in models:
+        conn.execute("delete from meta.model_state where model = ?", [model])
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _cols(names: Sequence[str], alias: str = "") -> str:
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + _q(n) for n in names)
+
+
+def _tuple(names: Sequence[str], alias: str = "") -> str:
+    inner = _cols(names, alias)
+    return f"({inner})" if len(names) > 1 else inner
+
+
+def exists(conn: duckdb.DuckDBPyConnection, relation: str) -> bool:
+    schema, name = relation.split(".", 1)
+    rows = conn.execute(
+        "select count(*) from duckdb_tables() where database_name = current_database()"
+        " and schema_name = ? and table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+# An incremental build touching more than this share of a model's rows rebuilds it in full
+# instead (cheaper, and its change set would be most of the table anyway).
+FULL_ABOVE_SHARE = 0.25
+
+
+class Planner:
+    """Builds models incrementally from their sources' change sets, within one build.
+
+    Args:
+        conn: the build's connection (inside its transaction).
+        tag: a unique prefix for this build's temporary tables.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, tag: str) -> None:
+        self.conn = conn
+        self.tag = tag
+        self.deltas: dict[str, str] = {}  # relation -> temp table of its changed rows
+        self._temps: list[str] = []
+
+    def _temp(self, kind: str, relation: str) -> str:
+        name = f"{self.tag}_{kind}_{relation.replace('.', '__')}"
+        self._temps.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        for name in self._temps:
+            self.conn.execute(f"drop table if exists {name}")
+        self._temps.clear()
+
+    def _raw_delta(self, relation: str, since: datetime | None) -> str:
+        """A raw table's change set since ``since``: the keys of rows stamped after it, and of
+        rows removed after it."""
+        table = RAW_TABLES[relation.removeprefix("raw.")]
+        name = self._temp("delta", relation)
+        removed = ", ".join(
+            f"try_cast(row_data->>'{c}' as {table.base_type(c)}) as {_q(c)}" for c in table.key
+        )
+        self.conn.execute(
+            f"""create or replace temp table {name} as
+                select {_cols(table.key)} from {table.relation} where _loaded_at > $since
+                union all
+                select {removed} from meta.removed_rows
+                where stream = $stream and removed_at > $since""",
+            {"since": since or datetime(1, 1, 1), "stream": table.name},
+        )
+        return name
+
+    def _touched(self, model: Model, deltas: dict[Source, str]) -> tuple[str, int]:
+        key = model.incremental_key
+        selects = []
+        for source, delta in deltas.items():
+            if source.lookup:
+                selects.append(
+                    f"select {_cols(key)} from {model.name} where {_tuple(source.columns)}"
+                    f" in ({_changed_lookups(source, delta)})"
+                )
+            else:
+                pairs = zip(source.columns, key, strict=True)
+                selects.append(
+                    f"select {', '.join(f'{_q(a)} as {_q(b)}' for a, b in pairs)} from {delta}"
+                )
+        name = self._temp("touched", model.name)
+        self.conn.execute(
+            f"create or replace temp table {name} as select distinct * from "
+            f"({' union all '.join(selects)})"
+        )
+        rows = self.conn.execute(f"select count(*) from {name}").fetchall()
+        return name, int(rows[0][0])
+
+    def apply(self, model: Model, since: datetime | None) -> Change:
+        """Replaces the rows of ``model``'s touched keys; ``unchanged`` when none was touched.
+
+        Returns a ``full`` change (and builds nothing) when so much changed that a full build
+        is cheaper: the caller then builds it in full.
+        """
+        deltas: dict[Source, str] = {}
+        for source in model.sources:
+            if source.relation.startswith("raw."):
+                deltas[source] = self._raw_delta(source.relation, since)
+            elif source.relation in self.deltas:
+                deltas[source] = self.deltas[source.relation]
+        if not deltas:
+            return Change("unchanged")
+        touched, n = self._touched(model, deltas)
+        if n == 0:
+            return Change("unchanged")
+        total = int(self.conn.execute(f"select count(*) from {model.name}").fetchall()[0][0])
+        if n > FULL_ABOVE_SHARE * max(total, 1) and n > 1000:
+            return Change("full", keys=n, reason=f"{n} of {total} keys changed")
+        key = _tuple(model.incremental_key)
+        replacements: dict[str, str] = {}
+        for source in model.sources:
+            if source.lookup:
+                continue
+            cut = self._temp("source", f"{model.name}__{source.relation}")
+            if source.relation.startswith("raw."):
+                # One row per key in raw: the touched keys' rows are the ones stamped after
+                # the watermark (a cheap filter: raw rows are stored in load order).
+                where = "_loaded_at > $since"
+            else:
+                where = f"{_tuple(source.columns)} in (select * from {touched})"
+            self.conn.execute(
+                f"create or replace temp table {cut} as select * from {source.relation}"
+                f" where {where}",
+                {"since": since or datetime(1, 1, 1)} if "$since" in where else {},
+            )
+            replacements[source.relation] = cut
+        old, new = self._temp("old", model.name), self._temp("new", model.name)
+        in_touched = f"{key} in (select * from {touched})"
+        self.conn.execute(
+            f"create or replace temp table {old} as select * from {model.name} where {in_touched}"
+        )
+        self.conn.execute(
+            f"create or replace temp table {new} as\n{rewrite_sources(model.sql, replacements)}"
+        )
+        self.conn.execute(f"delete from {model.name} where {in_touched}")
+        self.conn.execute(f"insert into {model.name} select * from {new}")
+        delta = self._temp("delta", model.name)
+        self.conn.execute(
+            f"create or replace temp table {delta} as select 'old' as _side, * from {old}"
+            f" union all select 'new' as _side, * from {new}"
+        )
+        self.deltas[model.name] = delta
+        return Change("incremental", keys=n, delta=delta)
+
+
+def _changed_lookups(source: Source, delta: str) -> str:
+    """The lookup keys whose row was added or removed, or changed in the columns used."""
+    keys = _cols(source.columns)
+    if not source.using:
+        return f"select distinct {keys} from {delta}"
+    return (
+        f"select {keys} from {delta} group by all having count(distinct _side) = 1"
+        f" union select {keys} from (select distinct {keys}, {_cols(source.using)} from {delta})"
+        " group by all having count(*) > 1"
+    )
+
+
+def full_reason(
+    model: Model,
+    state: tuple[str, datetime | None] | None,
+    exists: bool,
+    full_refresh: bool,
+    rebuilt: set[str],
+) -> str:
+    """Why ``model`` must be built in full this time, or "" when it can be built incrementally."""
+    if full_refresh:
+        return "a full refresh was asked for"
+    if not exists:
+        return "it does not exist yet"
+    if state is None:
+        return "it has no incremental state yet"
+    if state[0] != fingerprint(model.sql):
+        return "its SQL changed since it was built"
+    if not model.incremental_key:
+        return "its header names no incremental key"
+    upstream = sorted(dep for dep in model.deps if dep in rebuilt)
+    if upstream:
+        return f"{upstream[0]} was rebuilt in full"
+    mapped = {source.relation for source in model.sources}
+    unmapped = sorted(dep for dep in model.deps if dep not in mapped)
+    if unmapped:
+        return f"it reads {unmapped[0]}, which its incremental header does not map"
+    return ""
+
+
+def rewrite_sources(sql: str, replacements: dict[str, str]) -> str:
+    """``sql`` reading each relation of ``replacements`` from its replacement (a temp table)."""
+    for relation, table in replacements.items():
+        pattern = re.compile(rf"\b(from|join)(\s+){re.escape(relation)}\b", re.IGNORECASE)
+        sql = pattern.sub(rf"\g<1>\g<2>{table}", sql)
+    return sql
