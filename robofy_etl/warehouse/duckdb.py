@@ -6,12 +6,12 @@ import glob
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,14 @@ from robofy_etl.warehouse.load import (
 )
 from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
 
-__all__ = ["LOCK_TIMEOUT_ENV", "Transaction", "Warehouse"]
+__all__ = [
+    "DEFAULT_PUBLISH_STORAGE_VERSION",
+    "LOCK_TIMEOUT_ENV",
+    "PUBLISH_STORAGE_ENV",
+    "UNPUBLISHED_TABLES",
+    "Transaction",
+    "Warehouse",
+]
 
 DEFAULT_MEMORY_LIMIT = "160MB"
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
@@ -57,6 +64,19 @@ _HEADERS_SIZE = 3 * 4096
 # What DuckDB says when a read finds a block missing or not what was written.
 _DAMAGE_MESSAGES = ("Corrupt database file", "Could not read enough bytes from file")
 _HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
+
+PUBLISH_STORAGE_ENV = "ROBOFY_PUBLISH_STORAGE_VERSION"
+# The published copy is written in the storage format of this DuckDB release, so that readers
+# still on DuckDB 1.4 (BI tools, the DuckDB CLI of a distribution) can open it; the warehouse
+# file itself keeps this DuckDB's own format. "latest": DuckDB's default for new files.
+DEFAULT_PUBLISH_STORAGE_VERSION = "v1.4.0"
+_STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+|latest")
+# What readers query: the marts, and the pipeline's state for `robofy-etl status`.
+PUBLISHED_SCHEMAS = ("marts", "meta")
+# Left out of the published copy: every row ever removed from raw, kept for operators working
+# on the warehouse file itself; it grows with history and no reader queries it.
+UNPUBLISHED_TABLES = frozenset({"meta.removed_rows"})
+_PUBLISH_ALIAS = "robofy_publish"
 
 # DuckDB shares one database instance between connections of the same process, so its file
 # lock does not serialize writers inside one process; this does (re-entrant for nesting).
@@ -170,6 +190,12 @@ class Warehouse:
             DuckDB spills to ``<path>.tmp``. Keeps peak memory flat as history grows: the
             model build over 300k messages peaks at ~300 MB RSS with 160MB instead of ~430 MB
             with DuckDB's default (80% of RAM), for ~0.4 s more build time. None: the default.
+        publish_storage_version: the DuckDB storage format of the copy ``publish()`` writes:
+            ``vX.Y.Z`` (DuckDB of that version and newer open it) or ``latest`` (this
+            DuckDB's default, which older readers may not open).
+
+    Raises:
+        WarehouseError: if ``memory_limit`` or ``publish_storage_version`` is not valid.
     """
 
     def __init__(
@@ -179,6 +205,7 @@ class Warehouse:
         sleep: Callable[[float], None] = time.sleep,
         threads: int | None = None,
         memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+        publish_storage_version: str = DEFAULT_PUBLISH_STORAGE_VERSION,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +218,7 @@ class Warehouse:
                 f"memory limit must look like 160MB or 2GB, got {memory_limit!r}"
                 " (ROBOFY_DUCKDB_MEMORY_LIMIT)"
             )
+        self.publish_storage_version = _check_storage_version(publish_storage_version)
         self._initialized = False
         self._checked = False
 
@@ -309,16 +337,17 @@ class Warehouse:
         """
         published = self.published_path
         moved = self.path.with_name(f"{self.path.name}.damaged")
-        move = f"move it away (mv {self.path} {moved}) and sync again to rebuild it from the API"
+        remedy = f"move it away (mv {self.path} {moved}) and sync again to rebuild it from the API"
+        # The published copy holds only the marts and meta (no raw data): it cannot replace
+        # the warehouse, but dashboards can go on reading it while the warehouse is rebuilt.
         if published.exists() and _healthy(published):
-            remedy = (
-                f"restore the published read-only copy, which is healthy: "
-                f"cp {published} {self.path} (what was synced after its last publish is "
-                f"fetched again), or {move}."
+            remedy += (
+                f"; meanwhile dashboards can keep reading the published copy {published} "
+                "(it holds the marts, not the raw data, so it cannot replace the warehouse)."
             )
         else:
             state = "is damaged too" if published.exists() else "does not exist"
-            remedy = f"{move} (the published copy {published} {state})."
+            remedy += f" (the published copy {published} {state})."
         return WarehouseFileError(
             f"The warehouse {self.path} ({PATH_SETTING}) {problem}. {fix or 'To go on,'} {remedy}",
             path=str(self.path),
@@ -506,10 +535,15 @@ class Warehouse:
     # -- publishing ------------------------------------------------------------------------------
 
     def publish(self, target: str | os.PathLike[str] | None = None) -> Path:
-        """Publish an atomic, consistent, read-only copy of the database for readers.
+        """Publish an atomic, consistent, read-only copy of what readers query.
 
-        Takes the write lock, checkpoints (so the copy needs no WAL), copies the file to
-        ``<target>.tmp-<pid>``, fsyncs, and renames the copy onto ``target``, all while holding
+        The copy holds the ``marts`` tables (views materialized as tables, since what they
+        read is not copied) and the ``meta`` tables except ``UNPUBLISHED_TABLES``, with their
+        table and column comments; not ``raw`` or ``staging``. It is written in the storage
+        format ``publish_storage_version``, so older DuckDB readers can open it.
+
+        Takes the write lock, writes the copy to ``<target>.tmp-<pid>`` in one transaction
+        (a consistent snapshot), fsyncs it, and renames it onto ``target``, all while holding
         the lock. A reader that has the previous copy open keeps its consistent view; the next
         open sees the new one. Temp copies that a killed publish left behind are removed first.
 
@@ -518,6 +552,11 @@ class Warehouse:
 
         Returns:
             The published path.
+
+        Raises:
+            WarehouseError: if ``target`` is the warehouse itself, or this DuckDB cannot write
+                the storage version asked for.
+            WarehouseMemoryError: if DuckDB runs out of memory while copying.
         """
         dest = Path(target).expanduser().resolve() if target else self.published_path
         if dest == self.path:
@@ -526,14 +565,14 @@ class Warehouse:
         tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
         started = time.monotonic()
         try:
-            with self.connect(read_only=False) as conn:
+            with self._connect(read_only=False, doing=f"publishing {dest}") as conn:
                 # Only the holder of the write lock writes and renames a temp copy, so every
                 # other one beside the target is what a killed publish left behind.
                 _remove_stale_copies(dest, keep=tmp)
+                _remove_copy(tmp)  # this process's own, if an earlier publish could not
                 if not self._initialized:
                     self._create_all(conn)
-                conn.execute("CHECKPOINT")
-                shutil.copyfile(self.path, tmp)
+                copied = self._write_copy(conn, tmp)
                 with tmp.open("rb+") as handle:
                     os.fsync(handle.fileno())
                 # A stale WAL beside the target would be replayed into the new copy on open.
@@ -541,15 +580,139 @@ class Warehouse:
                 os.replace(tmp, dest)
                 _fsync_dir(dest.parent)
         finally:
-            tmp.unlink(missing_ok=True)
+            _remove_copy(tmp)
         logger.info(
-            "published %s -> %s (%.1f MB in %.2f s)",
+            "published %s -> %s (%d tables, %.1f MB, storage %s, in %.2f s)",
             self.path,
             dest,
+            copied,
             dest.stat().st_size / 1e6,
+            self.publish_storage_version,
             time.monotonic() - started,
         )
         return dest
+
+    def _write_copy(self, conn: duckdb.DuckDBPyConnection, tmp: Path) -> int:
+        """Write the published relations into a new DuckDB file ``tmp``; returns how many.
+
+        Runs in one transaction on ``conn`` (which holds the write lock), so every table is
+        copied from the same snapshot; the file is complete and checkpointed when this returns.
+        """
+        version = self.publish_storage_version
+        options = "" if version == "latest" else f" (STORAGE_VERSION '{version}')"
+        alias = _PUBLISH_ALIAS
+        try:
+            conn.execute(f"ATTACH {_literal(str(tmp))} AS {alias}{options}")
+        except duckdb.InvalidInputException as exc:
+            raise WarehouseError(
+                f"this DuckDB ({duckdb.__version__}) cannot write storage version {version!r} "
+                f"({PUBLISH_STORAGE_ENV}): {str(exc).strip()}"
+            ) from exc
+        try:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                relations = _published_relations(conn)
+                for schema in PUBLISHED_SCHEMAS:
+                    conn.execute(f"create schema {alias}.{_ident(schema)}")
+                for schema, name, comment in relations:
+                    source = f"{_ident(schema)}.{_ident(name)}"
+                    copy = f"{alias}.{source}"
+                    conn.execute(f"create table {copy} as select * from {source}")
+                    if comment:
+                        conn.execute(f"comment on table {copy} is {_literal(comment)}")
+                    for column, text in conn.execute(
+                        "select column_name, comment from duckdb_columns()"
+                        " where database_name = current_database() and schema_name = ?"
+                        " and table_name = ? and comment is not null and comment <> ''"
+                        " order by column_index",
+                        [schema, name],
+                    ).fetchall():
+                        conn.execute(
+                            f"comment on column {copy}.{_ident(column)} is {_literal(text)}"
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                with _suppressed("rollback of the publish transaction"):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute(f"CHECKPOINT {alias}")
+        finally:
+            with _suppressed(f"detaching {tmp}"):
+                conn.execute(f"DETACH {alias}")
+        return len(relations)
+
+
+def _published_relations(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | None]]:
+    """``(schema, name, comment)`` of every table and view the published copy holds."""
+    rows = conn.execute(
+        """
+        select schema_name, table_name, comment from duckdb_tables()
+        where database_name = current_database() and schema_name in (select unnest($schemas))
+        union all
+        select schema_name, view_name, comment from duckdb_views()
+        where database_name = current_database() and schema_name in (select unnest($schemas))
+            and not internal
+        order by all
+        """,
+        {"schemas": list(PUBLISHED_SCHEMAS)},
+    ).fetchall()
+    return [
+        (str(schema), str(name), comment)
+        for schema, name, comment in rows
+        if f"{schema}.{name}" not in UNPUBLISHED_TABLES
+    ]
+
+
+@lru_cache(maxsize=8)
+def _check_storage_version(version: str) -> str:
+    """``version`` if this DuckDB can write that storage format; else a ``WarehouseError``.
+
+    Checked once per value and process, on a throwaway in-memory database, so that a bad
+    ``ROBOFY_PUBLISH_STORAGE_VERSION`` fails when the warehouse is set up, not after a sync.
+    """
+    value = version.strip()
+    if not _STORAGE_VERSION.fullmatch(value):
+        raise WarehouseError(
+            f"{PUBLISH_STORAGE_ENV} must be a DuckDB version such as v1.4.0 or 'latest', "
+            f"got {version!r}"
+        )
+    if value != "latest":
+        with duckdb.connect(":memory:") as conn:
+            try:
+                conn.execute(f"ATTACH ':memory:' AS probe (STORAGE_VERSION '{value}')")
+            except duckdb.Error as exc:
+                known = str(exc).partition("valid options are:")[2].strip()
+                raise WarehouseError(
+                    f"{PUBLISH_STORAGE_ENV}={value} is not a storage version this DuckDB "
+                    f"({duckdb.__version__}) knows"
+                    + (f"; it knows {known}" if known else f": {str(exc).strip()}")
+                ) from exc
+    return value
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    """A quoted SQL string literal (for statements that take no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def _suppressed(doing: str) -> Iterator[None]:
+    """Log, rather than raise, a DuckDB error of a clean-up step, so it hides no first error."""
+    try:
+        yield
+    except duckdb.Error:
+        logger.exception("publishing: %s failed", doing)
+
+
+def _remove_copy(path: Path) -> None:
+    """Delete a temp copy and the WAL DuckDB may have left beside it."""
+    path.unlink(missing_ok=True)
+    Path(f"{path}.wal").unlink(missing_ok=True)
 
 
 def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:
@@ -612,7 +775,7 @@ def _remove_stale_copies(dest: Path, keep: Path) -> None:
 
     Call it only while holding the write lock (see ``Warehouse.publish``).
     """
-    name = re.compile(re.escape(dest.name) + r"\.tmp-(?P<pid>\d+)")
+    name = re.compile(re.escape(dest.name) + r"\.tmp-(?P<pid>\d+)(\.wal)?")
     for path in sorted(dest.parent.glob(f"{glob.escape(dest.name)}.tmp-*")):
         match = name.fullmatch(path.name)
         if match is None or path == keep:

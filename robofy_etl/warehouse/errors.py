@@ -96,7 +96,7 @@ class WarehouseFileError(WarehouseError):
     """The warehouse file cannot be used: damaged, not a DuckDB file, too new, a directory, ...
 
     The message names the file, the setting that chose it (``--duckdb`` /
-    ``ROBOFY_DUCKDB_PATH``) and what to do, for example restoring the published copy.
+    ``ROBOFY_DUCKDB_PATH``) and what to do, for example moving it away and syncing again.
 
     Attributes:
         path: the file that was given as the warehouse.

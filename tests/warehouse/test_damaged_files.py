@@ -1,9 +1,11 @@
 """A warehouse file that cannot be used fails at its first open, before any load, with advice.
 
 Every message names the file, the setting that chose it (``--duckdb`` / ``ROBOFY_DUCKDB_PATH``)
-and the way out: restore the published read-only copy when it is healthy, else move the file
-away and sync again. A truncated file used to take four loads before DuckDB noticed; DuckDB's
-own messages ("not a valid DuckDB database file", "Corrupt database file") said neither.
+and the way out: move the file away and sync again (the published read-only copy holds only the
+marts and meta, so it cannot replace the warehouse; when it is healthy, the message says that
+dashboards can keep reading it meanwhile). A truncated file used to take four loads before DuckDB
+noticed; DuckDB's own messages ("not a valid DuckDB database file", "Corrupt database file")
+said neither.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def filled(tmp_path: Path) -> Warehouse:
     ]
     with wh.transaction(run_id="r1") as tx:
         tx.replace("robofy__chat_messages", rows, Slice(day_from="2026-10-01", day_to="2026-10-02"))
-    wh.publish()  # checkpoints, so every row is in the file's blocks
+    with wh.connect() as conn:
+        conn.execute("CHECKPOINT")  # every row is in the file's blocks
+    wh.publish()
     assert wh.path.stat().st_size > 8 * BLOCK_SIZE
     return wh
 
@@ -72,8 +76,9 @@ def test_a_truncated_file_fails_at_the_first_open_before_any_load(
     assert raised.value.reason == "damaged"
     assert "cut short" in str(raised.value)
     assert_advice(raised.value, filled.path)
-    restore = f"cp {filled.published_path} {filled.path}"
-    assert (restore in str(raised.value)) == (published == "healthy")
+    assert f"cp {filled.published_path}" not in str(raised.value)
+    keep_reading = f"dashboards can keep reading the published copy {filled.published_path}"
+    assert (keep_reading in str(raised.value)) == (published == "healthy")
 
 
 def test_a_corrupt_block_found_by_a_later_read_gets_the_same_advice(filled: Warehouse) -> None:
@@ -94,7 +99,9 @@ def test_a_corrupt_block_found_by_a_later_read_gets_the_same_advice(filled: Ware
     assert raised.value.reason == "damaged"
     assert "Corrupt database file" in str(raised.value)
     assert_advice(raised.value, filled.path)
-    assert f"cp {filled.published_path} {filled.path}" in str(raised.value)
+    assert f"dashboards can keep reading the published copy {filled.published_path}" in str(
+        raised.value
+    )
 
 
 def write_text(path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 from robofy_etl.warehouse import (
     LoadCounts,
     Slice,
+    Transaction,
     Warehouse,
     WarehouseError,
     WarehouseLockedError,
@@ -143,9 +144,17 @@ def test_threads_of_one_process_take_turns(wh: Warehouse) -> None:
     assert len(table_rows(wh, "raw.robofy__chat_messages")) == 4
 
 
+def build_marts(tx: Transaction) -> None:
+    """A stand-in for the model build: the published copy holds marts, not raw tables."""
+    tx.conn.execute(
+        "create or replace table marts.sessions as select * from raw.robofy__inbox_sessions"
+    )
+
+
 def test_published_copy_opens_read_only_while_the_source_is_locked(wh: Warehouse) -> None:
     with wh.transaction(run_id="r1") as tx:
         tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+        build_marts(tx)
 
     published = wh.publish()
 
@@ -155,7 +164,7 @@ def test_published_copy_opens_read_only_while_the_source_is_locked(wh: Warehouse
     with wh.connect(read_only=False):  # the source is now locked by this process
         reader = duckdb.connect(str(published), read_only=True)
         try:
-            rows = reader.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
+            rows = reader.execute("select session_id from marts.sessions").fetchall()
         finally:
             reader.close()
     assert rows == [("s1",)]
@@ -186,15 +195,17 @@ print(conn.execute({query!r}).fetchall()[0][0])
 def test_a_reader_of_the_old_copy_keeps_its_view_after_a_new_publish(wh: Warehouse) -> None:
     with wh.transaction(run_id="r1") as tx:
         tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+        build_marts(tx)
     published = wh.publish()
     reader = duckdb.connect(str(published), read_only=True)
     try:
-        query = "select count(*) from raw.robofy__inbox_sessions"
+        query = "select count(*) from marts.sessions"
         assert reader.execute(query).fetchall() == [(1,)]
 
         rows = [session_row("a", f"s{i}", "2026-10-01") for i in range(2_000)]
         with wh.transaction(run_id="r2") as tx:
             tx.replace("robofy__inbox_sessions", rows, slice=DAY_1)
+            build_marts(tx)
         assert wh.publish() == published
 
         assert reader.execute(query).fetchall() == [(1,)]
@@ -313,19 +324,16 @@ def test_a_build_out_of_memory_names_the_limit_as_configured(tmp_path: Path) -> 
 
 
 KILLED_PUBLISH = """
-import shutil, time
+import os, time
 from robofy_etl.warehouse import Warehouse
 
-copy = shutil.copyfile
 
-
-def copy_then_hang(source, target):
-    copy(source, target)
+def hang_instead_of_renaming(source, target):
     print("copied", flush=True)
     time.sleep(60)
 
 
-shutil.copyfile = copy_then_hang
+os.replace = hang_instead_of_renaming
 Warehouse({path!r}).publish()
 """
 
@@ -335,6 +343,7 @@ def test_publish_removes_the_temp_copy_a_killed_publish_left(
 ) -> None:
     with wh.transaction(run_id="r1") as tx:
         tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+        build_marts(tx)
     script = textwrap.dedent(KILLED_PUBLISH.format(path=str(wh.path)))
     with subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
@@ -359,7 +368,7 @@ def test_publish_removes_the_temp_copy_a_killed_publish_left(
     assert [p.name for p in published.parent.iterdir() if ".tmp-" in p.name] == [unrelated.name]
     reader = duckdb.connect(str(published), read_only=True)
     try:
-        rows = reader.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
+        rows = reader.execute("select session_id from marts.sessions").fetchall()
     finally:
         reader.close()
     assert rows == [("s1",)]
