@@ -159,6 +159,21 @@ def _memory(name: str, raw: str) -> str:
     return value
 
 
+_STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+")
+
+
+def _storage_version(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value.lower() == "latest":
+        return "latest"
+    if not _STORAGE_VERSION.fullmatch(value):
+        raise SettingsError(
+            f"{name} must be a DuckDB version such as v1.4.0 (the oldest DuckDB that must read "
+            f"the published copy) or 'latest', got {raw!r}"
+        )
+    return value
+
+
 def _timezone(name: str, raw: str) -> str:
     try:
         ZoneInfo(raw)
@@ -202,6 +217,13 @@ class Settings:
         "",
         lambda _n, raw: raw,
         "Read-only copy for dashboards; default <ROBOFY_DUCKDB_PATH stem>.read.duckdb.",
+    )
+    publish_storage_version: str = _setting(
+        "ROBOFY_PUBLISH_STORAGE_VERSION",
+        "v1.4.0",
+        _storage_version,
+        "DuckDB storage format of the published copy: vX.Y.Z (that DuckDB and newer open it) "
+        "or 'latest' (this DuckDB's own format).",
     )
     start_date: date = _setting(
         "ROBOFY_START_DATE", "2026-01-01", _iso_date, "First daily partition (UTC day)."

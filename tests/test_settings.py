@@ -8,6 +8,7 @@ naming the variable and what it accepts.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,8 @@ def test_out_of_range_numbers_fail_naming_the_variable_and_the_range(
         ("ROBOFY_DUCKDB_MEMORY_LIMIT", "1.5GiB", "duckdb_memory_limit", "1.5GiB"),
         ("ROBOFY_DUCKDB_MEMORY_LIMIT", "4TB", "duckdb_memory_limit", "4TB"),
         ("ROBOFY_START_DATE", "2026-09-01", "start_date", date(2026, 9, 1)),
+        ("ROBOFY_PUBLISH_STORAGE_VERSION", " v1.0.0 ", "publish_storage_version", "v1.0.0"),
+        ("ROBOFY_PUBLISH_STORAGE_VERSION", "LATEST", "publish_storage_version", "latest"),
     ],
 )
 def test_values_in_range_are_accepted(
@@ -135,3 +138,29 @@ def test_the_defaults_are_in_range() -> None:
     assert settings.max_in_flight == 16
     assert settings.max_rps is None
     assert settings.duckdb_memory_limit == "160MB"
+    assert settings.publish_storage_version == "v1.4.0"
+
+
+@pytest.mark.parametrize("value", ["1.4.0", "v1.4", "v1.4.0.1", "v1.4.x", "newest", ""])
+def test_a_malformed_publish_storage_version_fails_naming_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"ROBOFY_PUBLISH_STORAGE_VERSION": value})
+    message = str(caught.value)
+    assert message.startswith("ROBOFY_PUBLISH_STORAGE_VERSION")
+    assert "such as v1.4.0" in message
+    assert "'latest'" in message
+    assert repr(value) in message
+
+
+def test_the_publish_storage_version_reaches_the_warehouse(tmp_path: Path) -> None:
+    from robofy_etl.defs.assembly import build_definitions
+
+    settings = Settings.from_env(
+        {
+            "ROBOFY_PUBLISH_STORAGE_VERSION": "v1.0.0",
+            "ROBOFY_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+        }
+    )
+    resource = build_definitions(settings).resources["warehouse"]
+
+    assert resource.get_warehouse().publish_storage_version == "v1.0.0"

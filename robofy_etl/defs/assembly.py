@@ -42,6 +42,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 publish_path=settings.resolved_publish_path,
                 lock_timeout_s=settings.lock_timeout_s,
                 memory_limit=settings.duckdb_memory_limit,
+                publish_storage_version=settings.publish_storage_version,
             ),
         },
         # One process, steps in order: DuckDB has one writer, and a step subprocess costs ~2 s.

@@ -12,6 +12,7 @@ from pydantic import Field
 from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient
 from robofy_etl.settings import API_KEY_ENV, DEFAULT_BASE_URL
 from robofy_etl.warehouse import Warehouse
+from robofy_etl.warehouse.duckdb import DEFAULT_PUBLISH_STORAGE_VERSION
 
 
 class RobofyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -58,10 +59,14 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     publish_path: str = ""
     lock_timeout_s: float = 300.0
     memory_limit: str = "160MB"
+    publish_storage_version: str = DEFAULT_PUBLISH_STORAGE_VERSION
 
     def get_warehouse(self) -> Warehouse:
         wh = Warehouse(
-            self.path, lock_timeout_s=self.lock_timeout_s, memory_limit=self.memory_limit
+            self.path,
+            lock_timeout_s=self.lock_timeout_s,
+            memory_limit=self.memory_limit,
+            publish_storage_version=self.publish_storage_version,
         )
         wh.initialize()
         return wh
