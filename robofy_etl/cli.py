@@ -1,4 +1,4 @@
-"""The ``robofy-etl`` command: demo, sync, simulator, probe, status, dev."""
+"""The ``robofy-etl`` command: demo, sync, rebuild, simulator, probe, status, dev."""
 
 from __future__ import annotations
 
@@ -608,6 +608,36 @@ def _short(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Rebuilds every SQL model from ``raw`` (after an upgrade, a change to sql/, or a repair)."""
+    from robofy_etl.warehouse import Warehouse, WarehouseError
+    from robofy_etl.warehouse.models import ModelError, build
+
+    settings = _settings_with(args)
+    if not Path(settings.duckdb_path).exists():
+        raise CliError(f"no warehouse at {settings.duckdb_path}: run `robofy-etl sync` first")
+    started = time.monotonic()
+    try:
+        wh = Warehouse(
+            settings.duckdb_path,
+            lock_timeout_s=settings.lock_timeout_s,
+            memory_limit=settings.duckdb_memory_limit,
+        )
+        with wh.transaction(run_id=f"rebuild-{datetime.now(UTC):%Y%m%dT%H%M%S}") as tx:
+            results = build(tx.conn, full_refresh=True)
+        published = wh.publish(settings.publish_path or None)
+    except (WarehouseError, ModelError) as exc:
+        print(f"robofy-etl: rebuild failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    rows = [(r.name, r.rows, f"{r.seconds:.2f}") for r in results]
+    print(_table(rows, ["model", "rows", "seconds"]))
+    print(
+        f"\nRebuilt {len(results)} models from raw in {time.monotonic() - started:.1f}s; "
+        f"published {published}."
+    )
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -666,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", action="store_true", help="probe the built-in simulator")
     common(p)
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "rebuild",
+        help="rebuild every SQL model from raw (after an upgrade, a change to sql/, a repair)",
+    )
+    common(p)
+    p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser(
         "status", help="last loads, schema drift, quarantined records and what is outstanding"

@@ -15,6 +15,17 @@ from robofy_etl.warehouse.models import Model, build
 
 log = logging.getLogger(__name__)
 
+# Run tag: rebuild every model from raw instead of incrementally (`robofy-etl rebuild` does the
+# same outside Dagster). The run config `{"ops": {"sql_models": {"config": {"full_refresh":
+# true}}}}` does too (`dagster asset materialize --config-json ...`).
+FULL_REFRESH_TAG = "robofy/full_refresh"
+
+
+class ModelsConfig(dg.Config):
+    """Run config of the SQL models."""
+
+    full_refresh: bool = False  # rebuild every model from raw instead of incrementally
+
 
 # Like `AutomationCondition.eager()`, without its "no dependency missing" clause: the models
 # are unpartitioned and read daily-partitioned raw tables, and for eager() a dependency counts
@@ -40,8 +51,9 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
     """Every staging and mart model as one subsettable multi-asset with per-model lineage.
 
     Building them in one step means one DuckDB transaction: readers of the warehouse never see
-    marts from two different loads. After a successful build the warehouse is published as a
-    read-only copy for dashboards.
+    marts from two different loads. Builds are incremental (only the rows of what the loads
+    changed are rebuilt); the run tag ``robofy/full_refresh=true`` rebuilds everything. After a
+    successful build the warehouse is published as a read-only copy for dashboards.
     """
     specs = [
         dg.AssetSpec(
@@ -63,21 +75,35 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
 
     @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=POOL)
     def _build(
-        context: AssetExecutionContext, warehouse: WarehouseResource
+        context: AssetExecutionContext, config: ModelsConfig, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[Any]]:
         selected = [by_key[key] for key in context.selected_asset_keys]
         wh = warehouse.get_warehouse()
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true"
         with wh.transaction(run_id=context.run.run_id) as tx:
-            results = build(tx.conn, models, select=[m.name for m in selected])
+            results = build(
+                tx.conn, models, select=[m.name for m in selected], full_refresh=full_refresh
+            )
         published = wh.publish(warehouse.publish_path or None)
-        log.info("built %d SQL models; published %s", len(results), published)
+        modes = {mode: sum(r.mode == mode for r in results) for mode in ("full", "incremental")}
+        log.info(
+            "built %d SQL models (%d in full, %d incrementally, the rest unchanged); published %s",
+            len(results),
+            modes["full"],
+            modes["incremental"],
+            published,
+        )
         for result in results:
             schema, name = result.name.split(".", 1)
             metadata: dict[str, Any] = {
                 "materialization": result.materialization,
+                "build": result.mode,
+                "keys_rebuilt": result.keys,
                 "duration_s": round(result.seconds, 3),
                 "published_copy": str(published),
             }
+            if result.reason:
+                metadata["full_build_reason"] = result.reason
             if result.rows is not None:
                 metadata["dagster/row_count"] = result.rows
             yield dg.MaterializeResult(asset_key=dg.AssetKey([schema, name]), metadata=metadata)

@@ -1,0 +1,123 @@
+"""Incrementally maintained marts equal a full rebuild, byte for byte, after any sequence of syncs.
+
+The simulator is driven through what makes incremental maintenance hard: the clock moves
+(conversations continue, close without a new message, new ones start; stats are restated), a
+chatbot is deleted, a session disappears from the API. After each sync the marts are compared
+with a full rebuild of a copy of the same warehouse (`models.build(full_refresh=True)`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from robofy_etl.cli import EXIT_OK, main
+from robofy_etl.simulator.glitches import GlitchRequest, edit_items, error_status
+from robofy_etl.warehouse import Warehouse
+from robofy_etl.warehouse.models import build
+from tests.e2e.conftest import FIRST_DAY, LAST_DAY, Pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def _marts(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        names = [
+            n
+            for (n,) in conn.execute(
+                "select table_name from duckdb_tables() where schema_name = 'marts' order by 1"
+            ).fetchall()
+        ]
+        return {
+            n: conn.execute(f'select * from marts."{n}" order by all').fetchall() for n in names
+        }
+
+
+def _modes(pipeline: Pipeline) -> dict[str, str]:
+    return dict(pipeline.query("select model, mode from meta.model_state"))
+
+
+def _assert_equals_full_rebuild(pipeline: Pipeline, tmp_path: Path, step: str) -> None:
+    copy = tmp_path / f"rebuilt-{step}.duckdb"
+    shutil.copyfile(pipeline.db_path, copy)
+    with Warehouse(copy).transaction(run_id="rebuild") as tx:
+        results = build(tx.conn, full_refresh=True)
+    assert {r.mode for r in results} == {"full"}
+    incremental, rebuilt = _marts(pipeline.db_path), _marts(copy)
+    assert incremental.keys() == rebuilt.keys()
+    for name, rows in rebuilt.items():
+        assert incremental[name] == rows, f"{step}: marts.{name} differs from a full rebuild"
+
+
+def test_incremental_marts_equal_a_full_rebuild_after_a_sequence_of_syncs(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    sim = pipeline.sim
+    assert pipeline.sync().exit_code == EXIT_OK
+    assert set(_modes(pipeline).values()) == {"full"}  # the first build
+    _assert_equals_full_rebuild(pipeline, tmp_path, "first")
+
+    # A day later: conversations continue or close, new ones start, stats are restated.
+    sim.advance(hours=24)
+    last = LAST_DAY + timedelta(days=1)
+    assert pipeline.sync(last - timedelta(days=1), last).exit_code == EXIT_OK
+    modes = _modes(pipeline)
+    assert modes["marts.messages"] == "incremental", modes
+    assert modes["marts.chatbot_daily_activity"] == "incremental", modes
+    (keys,) = pipeline.query("select count(*) from marts.sessions")[0]
+    _assert_equals_full_rebuild(pipeline, tmp_path, "clock")
+
+    # A chatbot is deleted; another day passes.
+    sim.delete_chatbot(sim.dataset.chatbots[0].chatbot_id)
+    sim.advance(hours=24)
+    last += timedelta(days=1)
+    assert pipeline.sync(last - timedelta(days=2), last).exit_code == EXIT_OK
+    _assert_equals_full_rebuild(pipeline, tmp_path, "deleted-chatbot")
+
+    # A session disappears from the API (not listed, its transcript answers 404).
+    victim = next(s for s in sim.dataset.sessions if s.created_on.date() >= FIRST_DAY)
+
+    def without(_request: GlitchRequest, items: list[Any]) -> list[Any]:
+        return [i for i in items if i["session_id"] != victim.session_id]
+
+    def glitch(request: GlitchRequest, body: Any) -> tuple[int, Any] | None:
+        if request.endpoint == "transcript" and request.path.endswith(victim.session_id):
+            return error_status("transcript", 404)(request, body)
+        return edit_items("sessions", without)(request, body)
+
+    sim.set_glitch(glitch)
+    assert pipeline.sync(FIRST_DAY, last).exit_code == EXIT_OK
+    assert pipeline.query(
+        "select count(*) from marts.sessions where session_id = ?", [victim.session_id]
+    ) == [(0,)]
+    _assert_equals_full_rebuild(pipeline, tmp_path, "removed-session")
+    assert keys > 0
+
+
+def test_a_changed_model_file_is_rebuilt_in_full(pipeline: Pipeline) -> None:
+    """The fingerprint in meta.model_state notices SQL that changed since the last build."""
+    assert pipeline.sync().success
+    with duckdb.connect(str(pipeline.db_path)) as conn:
+        conn.execute("update meta.model_state set fingerprint = 'old' where model = 'marts.leads'")
+    assert pipeline.sync().success
+    modes = _modes(pipeline)
+    assert modes["marts.leads"] == "full"
+    assert modes["marts.sessions"] == "unchanged"
+
+
+def test_rebuild_command_rebuilds_every_model(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pipeline.sync().success
+    before = _marts(pipeline.db_path)
+    with duckdb.connect(str(pipeline.db_path)) as conn:
+        conn.execute("delete from marts.messages")  # damage a mart
+    assert main(["rebuild"]) == 0
+    assert "Rebuilt" in capsys.readouterr().out
+    assert _marts(pipeline.db_path) == before
+    assert set(_modes(pipeline).values()) == {"full"}
