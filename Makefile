@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export UV_COMPILE_BYTECODE := 1
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load docs clean
+.PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load bench-history docs clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench-queries: $(STAMP) ## dashboard and analyst queries on the synced medium da
 
 bench-load: $(STAMP) ## warehouse slice-replace throughput
 	$(BIN)/python benchmarks/bench_load.py
+
+bench-history: $(STAMP) ## the hourly run on 14, 90 and 365 days of a large account's history (QUICK=1: 3 and 14)
+	$(BIN)/python benchmarks/bench_history.py $(if $(QUICK),--quick)
 
 docs: $(STAMP) ## regenerate docs/tables.md from the mart comments
 	$(BIN)/python scripts/gen_tables_doc.py
