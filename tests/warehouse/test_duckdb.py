@@ -317,7 +317,8 @@ def test_a_build_out_of_memory_names_the_limit_as_configured(tmp_path: Path) -> 
         models.build(tx.conn)
 
     message = str(raised.value)
-    assert "while building " in message and "(/" in message  # names the model and its file
+    assert "while building " in message  # names the model
+    assert "(/" in message  # and its file
     assert "ROBOFY_DUCKDB_MEMORY_LIMIT=60MB" in message  # not DuckDB's "57.2 MiB"
     assert raised.value.memory_limit == "60MB"
     assert isinstance(raised.value.__cause__, duckdb.OutOfMemoryException)
