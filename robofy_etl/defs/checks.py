@@ -19,7 +19,7 @@ from dagster import AssetCheckExecutionContext
 from robofy_etl.defs.ingest import POOL, raw_key
 from robofy_etl.defs.models import model_key
 from robofy_etl.defs.resources import WarehouseResource
-from robofy_etl.defs.schedules import RANGE_END
+from robofy_etl.defs.schedules import RANGE_END, RANGE_START
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
 from robofy_etl.warehouse.tables import RAW_TABLES
@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 FRESHNESS = timedelta(hours=26)
 FRESH_STREAMS = ("robofy__inbox_sessions", "robofy__leads")
 
-# A check's query, given a read connection and the run's tags (the days the run asked for).
+# The key under which a check's mapping carries the run's id, beside the run's tags.
+RUN_ID = "robofy/run_id"
+
+# A check's query, given a read connection and the run's tags (the days the run asked for) and
+# id: raw checks look at what the run wrote, so their cost follows the change, not the history.
 Evaluate = Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], quality.CheckOutcome]
 
 
@@ -43,15 +47,15 @@ class _Check:
 
 
 def _raw_unique(
-    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, table: str
+    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, table: str
 ) -> quality.CheckOutcome:
-    return quality.raw_unique_key(conn, table)
+    return quality.raw_unique_key(conn, table, tags.get(RUN_ID))
 
 
 def _orphans(
-    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, ref: quality.Reference
+    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, ref: quality.Reference
 ) -> quality.CheckOutcome:
-    return quality.orphans(conn, ref)
+    return quality.orphans(conn, ref, tags.get(RUN_ID))
 
 
 def _fresh(
@@ -71,11 +75,16 @@ def _fresh(
 def _grain(
     conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, model: Model
 ) -> quality.CheckOutcome:
-    return quality.unique_key(conn, model.name, model.key_columns)
+    return quality.model_grain(conn, model.name, model.key_columns)
 
 
-def _reconcile(conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str]) -> quality.CheckOutcome:
-    return quality.reconcile_daily_activity(conn)
+def _reconcile(conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str]) -> quality.CheckOutcome:
+    """Compares the days the run asked for (all days, for a run without a range)."""
+    try:
+        days = (date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END]))
+    except (KeyError, ValueError):
+        days = None
+    return quality.reconcile_daily_activity(conn, days=days)
 
 
 def _raw_checks() -> list[_Check]:
@@ -163,7 +172,7 @@ def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
         started = time.monotonic()
         selected = [by_key[key] for key in context.selected_asset_check_keys]
         with warehouse.get_warehouse().connect() as conn:
-            tags = context.run.tags
+            tags = {**context.run.tags, RUN_ID: context.run.run_id}
             outcomes = [(check, check.evaluate(conn, tags)) for check in selected]
         failed = [check.spec.name for check, outcome in outcomes if not outcome.passed]
         log.info(

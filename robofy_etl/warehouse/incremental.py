@@ -43,12 +43,19 @@ __all__ = ["ENGINE_VERSION", "STATE_DDL", "Change", "Planner", "fingerprint", "f
 # Part of every model's fingerprint: a change to how models are built rebuilds them all.
 ENGINE_VERSION = "incremental-1"
 
+# One row per model: what its last build saw, and its grain check over the rows it wrote (the
+# whole table after a full build, the touched keys' rows after an incremental one), so the
+# grain check's cost follows the change, not the history.
 STATE_DDL = """create table if not exists meta.model_state (
     model VARCHAR NOT NULL PRIMARY KEY,
     fingerprint VARCHAR NOT NULL,
     watermark TIMESTAMP,
     built_at TIMESTAMP NOT NULL,
-    mode VARCHAR NOT NULL)"""
+    mode VARCHAR NOT NULL,
+    keys_rebuilt BIGINT,
+    grain_rows BIGINT,
+    grain_duplicates BIGINT,
+    grain_null_keys BIGINT)"""
 
 Mode = Literal["full", "incremental", "unchanged"]
 
@@ -69,6 +76,7 @@ class Change:
     keys: int = 0
     delta: str | None = None
     reason: str = ""
+    new: str | None = None  # the rows an incremental build wrote (a temp table)
 
 
 def fingerprint(sql: str) -> str:
@@ -97,13 +105,35 @@ def save_state(
     model: str,
     sql: str,
     watermark: datetime | None,
-    mode: Mode,
+    change: Change,
+    grain: tuple[int, int, int] | None,
 ) -> None:
+    """Record a model's build: fingerprint, watermark, mode and its grain check's counts
+    ``(rows, duplicate keys, null keys)`` (None: not checked this time, previous kept)."""
+    previous = conn.execute(
+        "select grain_rows, grain_duplicates, grain_null_keys from meta.model_state"
+        " where model = ?",
+        [model],
+    ).fetchall()
+    if grain is None:
+        grain = previous[0] if previous else None
     conn.execute(
         """insert or replace into meta.model_state
-           values (?, ?, ?, now()::timestamp, ?)""",
-        [model, fingerprint(sql), watermark, mode],
+           values (?, ?, ?, now()::timestamp, ?, ?, ?, ?, ?)""",
+        [model, fingerprint(sql), watermark, change.mode, change.keys, *(grain or (None,) * 3)],
     )
+
+
+def grain_counts(
+    conn: duckdb.DuckDBPyConnection, relation: str, key: Sequence[str]
+) -> tuple[int, int, int]:
+    """``(rows, duplicate keys, rows with a null key column)`` of ``relation`` on ``key``."""
+    nulls = " or ".join(f"{_q(c)} is null" for c in key)
+    row = conn.execute(
+        f"select count(*), count(*) - count(distinct ({_cols(key)})),"
+        f" count(*) filter (where {nulls}) from {relation}"
+    ).fetchall()[0]
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def forget_state(conn: duckdb.DuckDBPyConnection, models: Iterable[str]) -> None:
@@ -259,7 +289,7 @@ class Planner:
             f" union all select 'new' as _side, * from {new}"
         )
         self.deltas[model.name] = delta
-        return Change("incremental", keys=n, delta=delta)
+        return Change("incremental", keys=n, delta=delta, new=new)
 
 
 def _changed_lookups(source: Source, delta: str) -> str:

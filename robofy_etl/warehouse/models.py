@@ -462,12 +462,19 @@ def build(
     results: list[BuildResult] = []
     try:
         for model in ordered:
-            results.append(
-                _build_one(
-                    conn, model, planner, state, rebuilt, full_refresh or subset, memory_limit
-                )
+            result, change = _build_one(
+                conn, model, planner, state, rebuilt, full_refresh or subset, memory_limit
             )
-            incremental.save_state(conn, model.name, model.sql, until, results[-1].mode)
+            results.append(result)
+            checked = change.new or model.name
+            grain = (
+                incremental.grain_counts(conn, checked, model.key_columns)
+                if model.materialization == "table"
+                and model.key_columns
+                and change.mode != "unchanged"
+                else None
+            )
+            incremental.save_state(conn, model.name, model.sql, until, change, grain)
         if subset:
             incremental.forget_state(conn, _downstream(everything, rebuilt) - rebuilt)
     finally:
@@ -486,7 +493,7 @@ def _build_one(
     rebuilt: set[str],
     full_refresh: bool,
     memory_limit: str,
-) -> BuildResult:
+) -> tuple[BuildResult, incremental.Change]:
     started = time.perf_counter()
     try:
         previous = state.get(model.name)
@@ -522,9 +529,10 @@ def _build_one(
         f": {change.reason}" if change.reason else "",
         seconds,
     )
-    return BuildResult(
+    result = BuildResult(
         model.name, model.materialization, rows, seconds, change.mode, change.keys, change.reason
     )
+    return result, change
 
 
 def _downstream(models: Sequence[Model], roots: set[str]) -> set[str]:

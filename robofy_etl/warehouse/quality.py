@@ -76,26 +76,88 @@ def unique_key(conn: duckdb.DuckDBPyConnection, relation: str, key: Sequence[str
     )
 
 
-def raw_unique_key(conn: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
+def raw_unique_key(
+    conn: duckdb.DuckDBPyConnection, table: str, run_id: str | None = None
+) -> CheckOutcome:
+    """``raw.<table>`` is unique on its key: over the keys the run ``run_id`` wrote (rows whose
+    data did not change keep the run that wrote them, and were checked then), or the whole
+    table without a run."""
     spec = RAW_TABLES[table]
-    return unique_key(conn, spec.relation, spec.key)
+    if run_id is None:
+        return unique_key(conn, spec.relation, spec.key)
+    cols = _ident_list(spec.key)
+    scoped = (
+        f"(select * from {spec.relation} where ({cols}) in"
+        f" (select {cols} from {spec.relation} where _run_id = '{_literal(run_id)}'))"
+    )
+    outcome = unique_key(conn, scoped, spec.key)
+    return CheckOutcome(
+        passed=outcome.passed,
+        description=f"{spec.relation} is unique on ({cols}) for the keys this run wrote",
+        metadata={**outcome.metadata, "scope": "keys written by this run"},
+    )
 
 
-def orphans(conn: duckdb.DuckDBPyConnection, ref: Reference) -> CheckOutcome:
-    """Rows of the child table whose parent row is missing from the warehouse."""
+def _literal(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def orphans(
+    conn: duckdb.DuckDBPyConnection, ref: Reference, run_id: str | None = None
+) -> CheckOutcome:
+    """Rows of the child table whose parent row is missing from the warehouse: the rows the run
+    ``run_id`` wrote, and the rows whose parent that run removed (or every row, without a run).
+    """
     cols = _ident_list(ref.columns)
     on = " and ".join(f"c.{col} = p.{col}" for col in ref.columns)
+    child = f"raw.{ref.child}"
+    if run_id is not None:
+        parent = RAW_TABLES[ref.parent]
+        removed = ", ".join(f"(row_data->>'{col}')::{parent.base_type(col)}" for col in ref.columns)
+        child = (
+            f"(select * from raw.{ref.child} where _run_id = '{_literal(run_id)}'"
+            f" or ({cols}) in (select {removed} from meta.removed_rows"
+            f" where stream = '{ref.parent}' and run_id = '{_literal(run_id)}'))"
+        )
     (count,) = conn.execute(
-        f"select count(*) from raw.{ref.child} c anti join raw.{ref.parent} p on {on}"
+        f"select count(*) from {child} c anti join raw.{ref.parent} p on {on}"
     ).fetchone() or (0,)
     sample = conn.execute(
-        f"select distinct {', '.join('c.' + c for c in ref.columns)} from raw.{ref.child} c"
+        f"select distinct {', '.join('c.' + c for c in ref.columns)} from {child} c"
         f" anti join raw.{ref.parent} p on {on} limit 5"
     ).fetchall()
     return CheckOutcome(
         passed=count == 0,
         description=f"every raw.{ref.child} row has its raw.{ref.parent} row on ({cols})",
-        metadata={"orphan_rows": count, "sample": str(sample) if sample else "none"},
+        metadata={
+            "orphan_rows": count,
+            "sample": str(sample) if sample else "none",
+            "scope": "whole table" if run_id is None else "rows this run wrote or orphaned",
+        },
+    )
+
+
+def model_grain(conn: duckdb.DuckDBPyConnection, model: str, key: Sequence[str]) -> CheckOutcome:
+    """A model's grain, as its last build checked it: over the rows that build wrote (the whole
+    table after a full build, the touched keys after an incremental one; see incremental.py)."""
+    rows = conn.execute(
+        "select mode, grain_rows, grain_duplicates, grain_null_keys, keys_rebuilt"
+        " from meta.model_state where model = ?",
+        [model],
+    ).fetchall()
+    if not rows or rows[0][1] is None:
+        return unique_key(conn, model, key)  # never checked by a build: check it whole
+    mode, checked, duplicates, null_keys, keys = rows[0]
+    return CheckOutcome(
+        passed=duplicates == 0 and null_keys == 0,
+        description=f"{model} is unique on ({', '.join(key)}) where its last build wrote",
+        metadata={
+            "build": mode,
+            "rows_checked": checked,
+            "keys_rebuilt": keys,
+            "duplicate_keys": duplicates,
+            "null_keys": null_keys,
+        },
     )
 
 
@@ -136,6 +198,7 @@ def reconcile_daily_activity(
     tolerance: float = 0.02,
     min_abs: int = 5,
     settle_days: int = 2,
+    days: tuple[date, date] | None = None,
 ) -> CheckOutcome:
     """Daily message totals from transcripts agree with the stats API within a tolerance.
 
@@ -146,7 +209,7 @@ def reconcile_daily_activity(
     range), but the stats count their messages; a conversation can go on for days, so the
     first ``span`` days are skipped, ``span`` being the longest conversation loaded, in days.
     A day disagrees when the difference is above ``min_abs`` messages and above ``tolerance``
-    of the stats total.
+    of the stats total. ``days`` (first, last): compare only those days (a run's window).
     """
     total_days, bad_days, transcript_msgs, stats_msgs, worst, span = conn.execute(
         """
@@ -167,6 +230,7 @@ def reconcile_daily_activity(
             where messages is not null and stats_total_messages is not null
               and activity_date > first_day + span.days
               and activity_date <= last_day - ?::integer
+              and activity_date between ? and ?
         )
         select count(*),
                count(*) filter (where diff > ? and diff > ? * stats_total_messages),
@@ -174,7 +238,7 @@ def reconcile_daily_activity(
                coalesce(max(diff), 0), (select days from span)
         from compared
         """,
-        [settle_days, min_abs, tolerance],
+        [settle_days, *(days or (date.min, date.max)), min_abs, tolerance],
     ).fetchone() or (0, 0, 0, 0, 0, 0)
     return CheckOutcome(
         passed=bad_days == 0,

@@ -123,3 +123,36 @@ def test_reconciliation_fails_on_a_settled_day_that_disagrees(
     assert not outcome.passed
     assert outcome.metadata["days_out_of_tolerance"] == 1
     assert outcome.metadata["largest_daily_difference"] == 30
+
+
+def _lead(conn: duckdb.DuckDBPyConnection, lead_id: str, chatbot_id: str, run_id: str) -> None:
+    conn.execute(
+        "insert into raw.robofy__leads (lead_id, project_id, chatbot_id, _payload, _loaded_at,"
+        " _run_id, _slice) values (?, 1, ?, '{}', ?, ?, '2026-11-20')",
+        [lead_id, chatbot_id, NOW, run_id],
+    )
+
+
+def test_raw_checks_look_only_at_what_the_run_wrote(conn: duckdb.DuckDBPyConnection) -> None:
+    """An old defect outside the run's rows is not re-scanned; the run's own rows are."""
+    conn.execute(
+        "insert into raw.robofy__chatbots (chatbot_id, project_id, _payload, _loaded_at,"
+        " _run_id, _slice) values ('bot', 1, '{}', ?, 'old', 'snapshot')",
+        [NOW],
+    )
+    _lead(conn, "dup", "bot", "old")
+    _lead(conn, "dup", "bot", "old")  # an old duplicate
+    _lead(conn, "orphan", "gone-bot", "old")  # an old orphan
+    for n in range(3):
+        _lead(conn, f"new-{n}", "bot", "new")
+    assert not quality.raw_unique_key(conn, "robofy__leads").passed
+    scoped = quality.raw_unique_key(conn, "robofy__leads", "new")
+    assert scoped.passed
+    assert scoped.metadata["rows"] == 3  # only the run's keys were looked at
+    ref = next(r for r in quality.REFERENCES if r.child == "robofy__leads")
+    assert not quality.orphans(conn, ref).passed
+    assert quality.orphans(conn, ref, "new").passed
+    _lead(conn, "new-dup", "gone-bot", "new")
+    _lead(conn, "new-dup", "bot", "new")
+    assert not quality.raw_unique_key(conn, "robofy__leads", "new").passed
+    assert not quality.orphans(conn, ref, "new").passed
