@@ -622,6 +622,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             settings.duckdb_path,
             lock_timeout_s=settings.lock_timeout_s,
             memory_limit=settings.duckdb_memory_limit,
+            publish_storage_version=settings.publish_storage_version,
         )
         with wh.transaction(run_id=f"rebuild-{datetime.now(UTC):%Y%m%dT%H%M%S}") as tx:
             results = build(tx.conn, full_refresh=True)
