@@ -169,6 +169,10 @@ def exists(conn: duckdb.DuckDBPyConnection, relation: str) -> bool:
 # An incremental build touching more than this share of a model's rows rebuilds it in full
 # instead (cheaper, and its change set would be most of the table anyway).
 FULL_ABOVE_SHARE = 0.25
+# A full build reads its inputs in chunks of about this many rows (by a hash of the model's
+# key), so its memory stays bounded whatever the history: each chunk is an incremental build
+# of the keys it holds. Sized so a chunk of messages builds well inside 160MB.
+CHUNK_ROWS = 500_000
 
 
 class Planner:
@@ -290,6 +294,59 @@ class Planner:
         )
         self.deltas[model.name] = delta
         return Change("incremental", keys=n, delta=delta, new=new)
+
+
+def build_in_chunks(
+    conn: duckdb.DuckDBPyConnection, model: Model, tag: str, chunk_rows: int | None = None
+) -> int:
+    """Builds ``model`` in full, in chunks of its key space, when its inputs are large.
+
+    The keys are split by a hash into ``n`` chunks of about ``chunk_rows`` input rows; each
+    chunk runs the model's SQL over the input rows of its keys only (lookups whole) and appends
+    the result. Returns the number of chunks, or 0 when the inputs are small (or the model
+    declares no key mapping): the caller then builds it in one statement.
+    """
+    key = model.incremental_key
+    keyed = [source for source in model.sources if not source.lookup]
+    if not key or not keyed:
+        return 0
+    rows = max(
+        int(conn.execute(f"select count(*) from {source.relation}").fetchall()[0][0])
+        for source in keyed
+    )
+    chunks = -(-rows // (chunk_rows or CHUNK_ROWS))
+    if chunks <= 1:
+        return 0
+    keys = " union ".join(
+        f"select {', '.join(f'{_q(a)} as {_q(b)}' for a, b in zip(s.columns, key, strict=True))}"
+        f" from {s.relation}"
+        for s in keyed
+    )
+    touched = f"{tag}_chunk_keys"
+    try:
+        for chunk in range(chunks):
+            conn.execute(
+                f"create or replace temp table {touched} as select * from ({keys})"
+                f" where hash({_cols(key)}) % {chunks} = {chunk}"
+            )
+            replacements = {}
+            for n, source in enumerate(keyed):
+                cut = f"{tag}_chunk_source_{n}"
+                conn.execute(
+                    f"create or replace temp table {cut} as select * from {source.relation}"
+                    f" where {_tuple(source.columns)} in (select * from {touched})"
+                )
+                replacements[source.relation] = cut
+            sql = rewrite_sources(model.sql, replacements)
+            if chunk == 0:
+                conn.execute(f"create or replace table {model.name} as\n{sql}")
+            else:
+                conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
+    finally:
+        conn.execute(f"drop table if exists {touched}")
+        for n in range(len(keyed)):
+            conn.execute(f"drop table if exists {tag}_chunk_source_{n}")
+    return chunks
 
 
 def _changed_lookups(source: Source, delta: str) -> str:

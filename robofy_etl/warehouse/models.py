@@ -138,6 +138,7 @@ class BuildResult:
         mode: ``full``, ``incremental`` or ``unchanged`` (see ``incremental.py``).
         keys: the keys an incremental build replaced.
         reason: why a build was full.
+        chunks: how many chunks a full build read its inputs in (0: one statement).
     """
 
     name: str
@@ -147,6 +148,7 @@ class BuildResult:
     mode: incremental.Mode = "full"
     keys: int = 0
     reason: str = ""
+    chunks: int = 0
 
 
 def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
@@ -506,9 +508,19 @@ def _build_one(
             else planner.apply(model, previous[1] if previous else None)
         )
         if change.mode == "full":
-            conn.execute(f"create or replace {model.materialization} {model.name} as\n{model.sql}")
+            chunks = (
+                incremental.build_in_chunks(conn, model, planner.tag)
+                if model.materialization == "table"
+                else 0
+            )
+            if not chunks:
+                conn.execute(
+                    f"create or replace {model.materialization} {model.name} as\n{model.sql}"
+                )
             _document(conn, model)
             rebuilt.add(model.name)
+        else:
+            chunks = 0
         rows: int | None = None
         if model.materialization == "table":
             count = conn.execute(f"select count(*) from {model.name}").fetchall()[0]
@@ -530,7 +542,14 @@ def _build_one(
         seconds,
     )
     result = BuildResult(
-        model.name, model.materialization, rows, seconds, change.mode, change.keys, change.reason
+        model.name,
+        model.materialization,
+        rows,
+        seconds,
+        change.mode,
+        change.keys,
+        change.reason,
+        chunks,
     )
     return result, change
 
