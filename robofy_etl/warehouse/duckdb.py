@@ -608,6 +608,10 @@ class Warehouse:
                 f"this DuckDB ({duckdb.__version__}) cannot write storage version {version!r} "
                 f"({PUBLISH_STORAGE_ENV}): {str(exc).strip()}"
             ) from exc
+        # Rows may land in the copy in any order (SQL gives none without ORDER BY): keeping
+        # the source's order makes DuckDB buffer the big tables, which under the default
+        # 160MB limit doubles the time (365 days of a large account: 24 s instead of 12 s).
+        conn.execute("SET preserve_insertion_order = false")
         try:
             conn.execute("BEGIN TRANSACTION")
             try:
@@ -639,6 +643,8 @@ class Warehouse:
         finally:
             with _suppressed(f"detaching {tmp}"):
                 conn.execute(f"DETACH {alias}")
+            with _suppressed("resetting preserve_insertion_order"):
+                conn.execute("RESET preserve_insertion_order")  # a global setting
         return len(relations)
 
 
