@@ -449,7 +449,7 @@ def initial_build(path: Path, setup_limit: str) -> tuple[Timed, dict[str, float]
         note = (
             f"the full build ran out of memory under ROBOFY_DUCKDB_MEMORY_LIMIT={limit} "
             f"({timed.wall_s:.0f} s, peak RSS {timed.peak_rss_mb:.0f} MB: {timed.failure}); "
-            f"built with {setup_limit} instead"
+            f"the figures in its row are with {setup_limit}"
         )
         log.warning("%s", note)
         timed = _timed([sys.executable, "-c", BUILD.format(path=str(path), limit=setup_limit)])
@@ -563,7 +563,7 @@ def main() -> None:
                     f"{written['messages']:,}",
                     f"{size_mb:,.0f}",
                     f"{load_s:.0f}",
-                    f"{parts['build_s']:.1f}",
+                    f"{parts['build_s']:.1f}" + (" (OOM, see note)" if note else ""),
                     f"{parts['publish_s']:.1f}",
                     f"{build.peak_rss_mb:.0f}",
                     _number(run["wall_s"], ".1f"),
@@ -588,7 +588,7 @@ def main() -> None:
         f"syncs today and the {RUN_DAYS_BEFORE} days before, an hour after the previous run\n"
     )
     print(
-        "| days of history | sessions | messages | warehouse MB | history load s "
+        "| days of history | sessions | messages | raw data MB | history load s "
         "| initial full build s | its publish s | build+publish peak RSS MB "
         "| hourly run wall s | hourly run peak RSS MB | hourly run API requests |"
     )
