@@ -1277,6 +1277,12 @@ def _sync_conversations(
         gone_keys = [key for d in days for key in gone_by_day.get(d, [])]
         complete = [(task, got) for task, got in results if got.problem is None]
         partial = [got for _, got in results if got.problem is not None and not got.failed]
+        # The days the replaced keys live in (a session whose start day moved lives in two):
+        # a range on _slice lets the load skip the rest of history.
+        days_of = [part.start, part.last] + [
+            date.fromisoformat(stored[(c, s)][1]) for (c, s, _, _), _ in results if (c, s) in stored
+        ]
+        span = Window(min(days_of), max(days_of) + timedelta(days=1))
         with wh.transaction(run_id=run_id) as tx:
 
             def replace(
@@ -1286,7 +1292,7 @@ def _sync_conversations(
                     tx.conn,
                     table,
                     rows,
-                    Slice(keys=keys),
+                    Slice(day_from=span.start, day_to=span.end, keys=keys),
                     loaded_at=tx.loaded_at,
                     run_id=tx.run_id,
                     removal_reason=why,
@@ -1595,9 +1601,16 @@ def _refresh_continued(
         message_rows.extend(got.rows)
     if not (row_keys or transcript_keys or incomplete or forgotten):
         return 0
+    # The days these sessions live in: a range on _slice lets the loads skip the rest of history.
+    days_of = [date.fromisoformat(stored[key][1]) for key in row_keys + transcript_keys]
+    days_of += [date.fromisoformat(day) for _, _, day, _ in incomplete]
+    span = Window(min(days_of), max(days_of) + timedelta(days=1)) if days_of else None
+    bounds: dict[str, Any] = {"day_from": span.start, "day_to": span.end} if span else {}
     with wh.transaction(run_id=run_id) as tx:
         s_counts = tx.replace(
-            sessions_table, _session_table(session_rows), slice=Slice(keys=(_SESSION_KEY, row_keys))
+            sessions_table,
+            _session_table(session_rows),
+            slice=Slice(keys=(_SESSION_KEY, row_keys), **bounds),
         )
         tx.audit(sessions_table, slice=f"{len(row_keys)} continued sessions", counts=s_counts)
         m_counts = _sum_counts(
@@ -1606,7 +1619,7 @@ def _refresh_continued(
                     tx.conn,
                     _MESSAGES_TABLE,
                     rows,
-                    Slice(keys=keys),
+                    Slice(keys=keys, **bounds),
                     loaded_at=tx.loaded_at,
                     run_id=tx.run_id,
                     removal_reason=_REPLACED,
@@ -1731,7 +1744,11 @@ def sync_leads(
             tx.conn,
             table,
             list(rows.values()),
-            Slice(keys=(("lead_id",), [(k,) for k in [*rows, *remove]])),
+            Slice(
+                day_from=window.start,
+                day_to=window.end,
+                keys=(("lead_id",), [(k,) for k in [*rows, *remove]]),
+            ),
             loaded_at=tx.loaded_at,
             run_id=run_id,
             removal_reason=removal,
@@ -1848,7 +1865,11 @@ def sync_message_stats(
         counts = tx.replace(
             table,
             list(rows.values()),
-            slice=Slice(keys=(("chatbot_id", "stat_date"), list(rows))),
+            slice=Slice(
+                day_from=window.start,
+                day_to=window.end,
+                keys=(("chatbot_id", "stat_date"), list(rows)),
+            ),
         )
         t.report.rows[table] = tx.count(table, _window_scope(window, chatbots))
         t.write_extras(tx, table, str(window))
