@@ -555,12 +555,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             """select stream, chatbot_id, count(*), max(misses), max(last_missed_at)
                from meta.missing group by all order by all""",
         )
-        removed = _rows_if_table(
-            conn,
-            "meta.removed_rows",
-            """select stream, reason, count(*), max(removed_at)
-               from meta.removed_rows group by all order by all""",
-        )
+    removed: list[tuple[Any, ...]] = []
+    if Path(settings.duckdb_path).exists():
+        try:  # operators' table: kept in the warehouse file only, not in the published copy
+            with duckdb.connect(settings.duckdb_path, read_only=True) as conn:
+                removed = _rows_if_table(
+                    conn,
+                    "meta.removed_rows",
+                    """select stream, reason, count(*), max(removed_at)
+                       from meta.removed_rows group by all order by all""",
+                )
+        except duckdb.Error:
+            log.info("status: %s is busy; removed rows not shown", settings.duckdb_path)
     print(f"warehouse: {path}\n")
     print(
         _table(loads, ["stream", "last load (UTC)", "last slice", "inserted", "updated", "deleted"])

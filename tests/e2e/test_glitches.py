@@ -115,7 +115,9 @@ def test_order_outlier_does_not_stop_the_scan_early(pipeline: Pipeline) -> None:
     _clean_sync_restores(pipeline)
 
 
-def test_session_gone_from_the_api_is_removed_and_kept_in_meta(pipeline: Pipeline) -> None:
+def test_session_gone_from_the_api_is_removed_and_kept_in_meta(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Evidence deletes: not listed, and its own transcript answers 404."""
     assert pipeline.sync().success
     victim = pipeline.sim.dataset.sessions[0]
@@ -153,6 +155,11 @@ def test_session_gone_from_the_api_is_removed_and_kept_in_meta(pipeline: Pipelin
         )
     )
     assert removed == {"robofy__inbox_sessions": 1, "robofy__chat_messages": n}
+    from robofy_etl.cli import main
+
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    assert "removed rows (recoverable from meta.removed_rows)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("stream", ["leads", "message_stats"])
