@@ -278,3 +278,26 @@ def test_many_failing_transcripts_in_a_row_stop_the_run_keeping_what_loaded(
             streams.sync_conversations(api, wh, "run-1", WINDOW)
     with wh.connect() as conn:
         assert conn.execute("select count(*) from raw.robofy__chat_messages").fetchone() == (0,)
+
+
+def test_outstanding_transcript_is_retried_by_a_run_of_other_days(
+    fake: FakeRobofy, wh: Warehouse
+) -> None:
+    """A transcript that failed is fetched again by the next run, whatever days that run covers."""
+    s1 = _session("s1", "2026-10-10 09:00:00", "2026-10-10 10:00:00")
+    path = "/v1/ai-agent/inbox/chats/bot-1/s1"
+    fake.add_pages(SESSIONS, "sessions", [[s1]])
+    _transcript(fake, "s1", [_message("s1-m1", "2026-10-10 10:00:00")])
+    fake.fail(path, 500, times=5)  # every attempt of this run fails
+    with _client(fake) as api:
+        _load_dimensions(api, wh)
+        first = streams.sync_conversations(api, wh, "run-1", WINDOW)
+        assert first.problems_of("robofy__chat_messages")
+        later = streams.Window(date(2026, 10, 20), date(2026, 10, 21))  # s1 is not in it
+        second = streams.sync_conversations(api, wh, "run-2", later)
+    assert second.problems == []
+    with wh.connect() as conn:
+        messages = conn.execute("select message_id from raw.robofy__chat_messages").fetchall()
+        outstanding = conn.execute("select count(*) from meta.outstanding").fetchone()
+    assert messages == [("s1-m1",)]
+    assert outstanding == (0,)
