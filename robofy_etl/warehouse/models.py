@@ -508,6 +508,9 @@ def _build_one(
             else planner.apply(model, previous[1] if previous else None)
         )
         if change.mode == "full":
+            if model.materialization == "table":
+                # Warehouses built before staging was materialized hold views of these names.
+                conn.execute(f"drop view if exists {model.name}")
             chunks = (
                 incremental.build_in_chunks(conn, model, planner.tag)
                 if model.materialization == "table"

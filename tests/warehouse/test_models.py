@@ -269,3 +269,21 @@ def test_tables_doc_is_current() -> None:
     assert committed == models.generate_tables_doc(), (
         "docs/tables.md is out of date: run `.venv/bin/python scripts/gen_tables_doc.py`"
     )
+
+
+def test_a_warehouse_with_staging_views_is_upgraded_to_tables(tmp_path: Path) -> None:
+    """Earlier versions built staging as views; the first build replaces them with tables."""
+    conn = duckdb.connect(str(tmp_path / "old.duckdb"))
+    models.create_empty_raw_tables(conn)
+    for model in models.discover():
+        if model.schema == "staging":
+            conn.execute(f"create view {model.name} as {model.sql}")
+    results = models.build(conn)
+    assert {r.name: r.materialization for r in results if r.name.startswith("staging.")} == {
+        m.name: "table" for m in models.discover() if m.schema == "staging"
+    }
+    (views,) = conn.execute(
+        "select count(*) from duckdb_views() where schema_name = 'staging'"
+    ).fetchone()
+    assert views == 0
+    conn.close()
