@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -77,6 +78,9 @@ PUBLISHED_SCHEMAS = ("marts", "meta")
 # on the warehouse file itself; it grows with history and no reader queries it.
 UNPUBLISHED_TABLES = frozenset({"meta.removed_rows"})
 _PUBLISH_ALIAS = "robofy_publish"
+# In the published copy: the last model build it holds, and its storage version.
+_STAMP = "meta._published_build"
+_CHANGELOG = "changelog"  # incremental.CHANGELOG (the marts' change log; never published)
 
 # DuckDB shares one database instance between connections of the same process, so its file
 # lock does not serialize writers inside one process; this does (re-entrant for nesting).
@@ -572,19 +576,25 @@ class Warehouse:
                 _remove_copy(tmp)  # this process's own, if an earlier publish could not
                 if not self._initialized:
                     self._create_all(conn)
-                copied = self._write_copy(conn, tmp)
+                latest = _latest_build(conn)
+                copied = self._update_copy(conn, dest, tmp, latest) if dest.exists() else None
+                how = "updated" if copied is not None else "written"
+                if copied is None:
+                    copied = self._write_copy(conn, tmp, latest)
                 with tmp.open("rb+") as handle:
                     os.fsync(handle.fileno())
                 # A stale WAL beside the target would be replayed into the new copy on open.
                 Path(f"{dest}.wal").unlink(missing_ok=True)
                 os.replace(tmp, dest)
                 _fsync_dir(dest.parent)
+                _forget_published_changes(conn, latest)
         finally:
             _remove_copy(tmp)
         logger.info(
-            "published %s -> %s (%d tables, %.1f MB, storage %s, in %.2f s)",
+            "published %s -> %s (%s: %d tables, %.1f MB, storage %s, in %.2f s)",
             self.path,
             dest,
+            how,
             copied,
             dest.stat().st_size / 1e6,
             self.publish_storage_version,
@@ -592,7 +602,110 @@ class Warehouse:
         )
         return dest
 
-    def _write_copy(self, conn: duckdb.DuckDBPyConnection, tmp: Path) -> int:
+    def _update_copy(
+        self, conn: duckdb.DuckDBPyConnection, dest: Path, tmp: Path, latest: int | None
+    ) -> int | None:
+        """Bring a copy of the published file up to date with the builds since it was written.
+
+        The copy's stamp names the last build it holds; the marts' change log has the keys every
+        later incremental build replaced, so only those keys' rows are rewritten (and the small
+        ``meta`` tables in full). Returns None, leaving a full copy to the caller, when that is
+        not possible: no stamp or another storage version, a mart rebuilt in full since, marts
+        added or dropped, or a copy that is not the one this warehouse last published.
+        """
+        if latest is None:
+            return None
+        alias = _PUBLISH_ALIAS
+        try:
+            shutil.copyfile(dest, tmp)
+            conn.execute(f"ATTACH {_literal(str(tmp))} AS {alias}")
+        except (OSError, duckdb.Error) as exc:
+            logger.info("publishing: cannot update %s (%s); writing it in full", dest, exc)
+            _remove_copy(tmp)
+            return None
+        try:
+            done = self._apply_changes(conn, latest)
+        except duckdb.Error as exc:
+            logger.warning("publishing: updating %s failed (%s); writing it in full", dest, exc)
+            done = None
+        finally:
+            with _suppressed(f"detaching {tmp}"):
+                conn.execute(f"DETACH {alias}")
+        if done is None:
+            _remove_copy(tmp)
+        return done
+
+    def _apply_changes(self, conn: duckdb.DuckDBPyConnection, latest: int) -> int | None:
+        alias = _PUBLISH_ALIAS
+        stamp = conn.execute(
+            "select count(*) from duckdb_tables() where database_name = ?"
+            " and schema_name = 'meta' and table_name = '_published_build'",
+            [alias],
+        ).fetchall()[0][0]
+        if not stamp:
+            return None
+        rows = conn.execute(f"select build_id, storage from {alias}.{_STAMP}").fetchall()
+        published = conn.execute(f"select max(build_id) from {_CHANGELOG}.published").fetchall()
+        if len(rows) != 1 or rows[0][1] != self.publish_storage_version:
+            return None
+        since = int(rows[0][0])
+        if published[0][0] is None or int(published[0][0]) != since:
+            return None  # not the copy this warehouse last published: its changes are gone
+        (fulls,) = conn.execute(
+            f"select count(*) from {_CHANGELOG}.builds"
+            " where build_id > ? and mode <> 'incremental'",
+            [since],
+        ).fetchall()[0]
+        marts = [(s, n) for s, n, _ in _published_relations(conn) if s == "marts"]
+        copied_marts = conn.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = ?"
+            " and schema_name = 'marts' order by all",
+            [alias],
+        ).fetchall()
+        if fulls or sorted(marts) != sorted(copied_marts):
+            return None
+        conn.execute("SET preserve_insertion_order = false")
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for schema, name in marts:
+                log = f"{_CHANGELOG}.{schema}__{name}"
+                columns = [
+                    c
+                    for (c,) in conn.execute(
+                        "select column_name from duckdb_columns() where database_name ="
+                        " current_database() and schema_name = ? and table_name = ?"
+                        " order by column_index",
+                        [_CHANGELOG, f"{schema}__{name}"],
+                    ).fetchall()
+                    if c != "_build_id"
+                ]
+                if not columns:
+                    continue  # never built incrementally: unchanged since the copy
+                key = ", ".join(_ident(c) for c in columns)
+                keys = f"(select {key} from {log} where _build_id > {since})"
+                target, source = f"{alias}.{schema}.{_ident(name)}", f"{schema}.{_ident(name)}"
+                conn.execute(f"delete from {target} where ({key}) in {keys}")
+                conn.execute(f"insert into {target} select * from {source} where ({key}) in {keys}")
+            meta = [(s, n) for s, n, _ in _published_relations(conn) if s == "meta"]
+            for schema, name in meta:
+                target = f"{alias}.{schema}.{_ident(name)}"
+                conn.execute(f"drop table if exists {target}")
+                conn.execute(f"create table {target} as select * from {schema}.{_ident(name)}")
+            conn.execute(f"update {alias}.{_STAMP} set build_id = ?", [latest])
+            conn.execute("COMMIT")
+        except BaseException:
+            with _suppressed("rollback of the publish update"):
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            with _suppressed("resetting preserve_insertion_order"):
+                conn.execute("RESET preserve_insertion_order")
+        conn.execute(f"CHECKPOINT {alias}")
+        return len(marts) + len(meta)
+
+    def _write_copy(
+        self, conn: duckdb.DuckDBPyConnection, tmp: Path, latest: int | None = None
+    ) -> int:
         """Write the published relations into a new DuckDB file ``tmp``; returns how many.
 
         Runs in one transaction on ``conn`` (which holds the write lock), so every table is
@@ -634,6 +747,12 @@ class Warehouse:
                         conn.execute(
                             f"comment on column {copy}.{_ident(column)} is {_literal(text)}"
                         )
+                if latest is not None:  # the stamp an update of this copy starts from
+                    conn.execute(
+                        f"create table {alias}.{_STAMP} as select ?::bigint as build_id,"
+                        " ?::varchar as storage",
+                        [latest, version],
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 with _suppressed("rollback of the publish transaction"):
@@ -646,6 +765,34 @@ class Warehouse:
             with _suppressed("resetting preserve_insertion_order"):
                 conn.execute("RESET preserve_insertion_order")  # a global setting
         return len(relations)
+
+
+def _latest_build(conn: duckdb.DuckDBPyConnection) -> int | None:
+    """The id of the last model build (the marts' change log), or None before any."""
+    exists = conn.execute(
+        "select count(*) from duckdb_tables() where database_name = current_database()"
+        " and schema_name = ? and table_name = 'builds'",
+        [_CHANGELOG],
+    ).fetchall()[0][0]
+    if not exists:
+        return None
+    value = conn.execute(f"select max(build_id) from {_CHANGELOG}.builds").fetchall()[0][0]
+    return None if value is None else int(value)
+
+
+def _forget_published_changes(conn: duckdb.DuckDBPyConnection, latest: int | None) -> None:
+    """After a publish of build ``latest``: its changes are in the copy, drop them from the log."""
+    if latest is None:
+        return
+    conn.execute(f"create table if not exists {_CHANGELOG}.published (build_id BIGINT)")
+    conn.execute(f"delete from {_CHANGELOG}.published")
+    conn.execute(f"insert into {_CHANGELOG}.published values (?)", [latest])
+    for (name,) in conn.execute(
+        "select table_name from duckdb_tables() where database_name = current_database()"
+        " and schema_name = ? and table_name not in ('builds', 'published')",
+        [_CHANGELOG],
+    ).fetchall():
+        conn.execute(f"delete from {_CHANGELOG}.{_ident(name)} where _build_id <= ?", [latest])
 
 
 def _published_relations(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | None]]:

@@ -77,6 +77,7 @@ class Change:
     delta: str | None = None
     reason: str = ""
     new: str | None = None  # the rows an incremental build wrote (a temp table)
+    touched: str | None = None  # the keys an incremental build replaced (a temp table)
 
 
 def fingerprint(sql: str) -> str:
@@ -134,6 +135,46 @@ def grain_counts(
         f" count(*) filter (where {nulls}) from {relation}"
     ).fetchall()[0]
     return int(row[0]), int(row[1]), int(row[2])
+
+
+# The marts' change log, for publishing only what changed (see Warehouse.publish): one row per
+# build of a mart, and per mart the keys each incremental build replaced. Not published.
+CHANGELOG = "changelog"
+BUILDS_DDL = f"""create table if not exists {CHANGELOG}.builds (
+    build_id BIGINT NOT NULL,
+    model VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL)"""
+
+
+def next_build_id(conn: duckdb.DuckDBPyConnection) -> int:
+    conn.execute(f"create schema if not exists {CHANGELOG}")
+    conn.execute(BUILDS_DDL)
+    row = conn.execute(f"select coalesce(max(build_id), 0) + 1 from {CHANGELOG}.builds").fetchall()
+    return int(row[0][0])
+
+
+def changes_table(model: Model) -> str:
+    """The change log of one mart's keys: ``changelog.<schema>__<relation>``."""
+    return f"{CHANGELOG}.{model.schema}__{model.relation}"
+
+
+def log_change(
+    conn: duckdb.DuckDBPyConnection, model: Model, change: Change, build_id: int
+) -> None:
+    """Log what this build did to ``model`` (a mart), for the next publish."""
+    if change.mode == "unchanged":
+        return
+    conn.execute(
+        f"insert into {CHANGELOG}.builds values (?, ?, ?)", [build_id, model.name, change.mode]
+    )
+    if change.mode != "incremental" or change.touched is None:
+        return
+    table = changes_table(model)
+    conn.execute(
+        f"create table if not exists {table} as select {build_id}::bigint as _build_id, *"
+        f" from {change.touched} limit 0"
+    )
+    conn.execute(f"insert into {table} select {build_id}, * from {change.touched}")
 
 
 def forget_state(conn: duckdb.DuckDBPyConnection, models: Iterable[str]) -> None:
@@ -293,7 +334,7 @@ class Planner:
             f" union all select 'new' as _side, * from {new}"
         )
         self.deltas[model.name] = delta
-        return Change("incremental", keys=n, delta=delta, new=new)
+        return Change("incremental", keys=n, delta=delta, new=new, touched=touched)
 
 
 def build_in_chunks(

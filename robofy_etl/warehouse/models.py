@@ -460,6 +460,7 @@ def build(
     state = incremental.load_state(conn)
     until = incremental.watermark_now(conn)
     planner = incremental.Planner(conn, f"_robofy_build_{next(_builds)}")
+    build_id = incremental.next_build_id(conn)
     rebuilt: set[str] = set()
     results: list[BuildResult] = []
     try:
@@ -477,6 +478,8 @@ def build(
                 else None
             )
             incremental.save_state(conn, model.name, model.sql, until, change, grain)
+            if model.schema == "marts":
+                incremental.log_change(conn, model, change, build_id)
         if subset:
             incremental.forget_state(conn, _downstream(everything, rebuilt) - rebuilt)
     finally:
@@ -508,9 +511,9 @@ def _build_one(
             else planner.apply(model, previous[1] if previous else None)
         )
         if change.mode == "full":
-            if model.materialization == "table":
+            if model.materialization == "table" and _is_view(conn, model):
                 # Warehouses built before staging was materialized hold views of these names.
-                conn.execute(f"drop view if exists {model.name}")
+                conn.execute(f"drop view {model.name}")
             chunks = (
                 incremental.build_in_chunks(conn, model, planner.tag)
                 if model.materialization == "table"
@@ -555,6 +558,15 @@ def _build_one(
         chunks,
     )
     return result, change
+
+
+def _is_view(conn: duckdb.DuckDBPyConnection, model: Model) -> bool:
+    rows = conn.execute(
+        "select count(*) from duckdb_views() where database_name = current_database()"
+        " and schema_name = ? and view_name = ?",
+        [model.schema, model.relation],
+    ).fetchall()
+    return bool(rows[0][0])
 
 
 def _downstream(models: Sequence[Model], roots: set[str]) -> set[str]:

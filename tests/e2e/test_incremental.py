@@ -8,6 +8,7 @@ with a full rebuild of a copy of the same warehouse (`models.build(full_refresh=
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -52,11 +53,16 @@ def _assert_equals_full_rebuild(pipeline: Pipeline, tmp_path: Path, step: str) -
     assert incremental.keys() == rebuilt.keys()
     for name, rows in rebuilt.items():
         assert incremental[name] == rows, f"{step}: marts.{name} differs from a full rebuild"
+    # The published copy, brought up to date with the builds' changes, holds the same marts.
+    published = _marts(pipeline.reader_path)
+    for name, rows in rebuilt.items():
+        assert published[name] == rows, f"{step}: the published marts.{name} differs"
 
 
 def test_incremental_marts_equal_a_full_rebuild_after_a_sequence_of_syncs(
-    pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="robofy_etl.warehouse.duckdb")
     sim = pipeline.sim
     assert pipeline.sync().exit_code == EXIT_OK
     assert set(_modes(pipeline).values()) == {"full"}  # the first build
@@ -69,6 +75,9 @@ def test_incremental_marts_equal_a_full_rebuild_after_a_sequence_of_syncs(
     modes = _modes(pipeline)
     assert modes["marts.messages"] == "incremental", modes
     assert modes["marts.chatbot_daily_activity"] == "incremental", modes
+    published = [r.getMessage() for r in caplog.records if r.getMessage().startswith("published")]
+    assert "(written:" in published[0]
+    assert "(updated:" in published[-1]  # only the changed keys were rewritten
     # The grain check looked at the rows this build wrote, not at every message.
     ((checked, keys_rebuilt, duplicates),) = pipeline.query(
         "select grain_rows, keys_rebuilt, grain_duplicates from meta.model_state"
