@@ -6,7 +6,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +151,29 @@ class BuildResult:
     chunks: int = 0
 
 
+def _header_lines(sql: str) -> Iterator[tuple[str, str | None, str]]:
+    """The leading comment block of a model file, line by line: ``(section, head, text)``.
+
+    ``-- key: value`` at the left opens a section (``head`` is its value); deeper-indented
+    lines (``--   name: ...``) belong to the section last opened (``head`` is None).
+    """
+    section = ""
+    for raw_line in sql.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            return
+        text = line[2:].strip()
+        indent = len(line[2:]) - len(line[2:].lstrip())
+        key = _HEADER_KEY.match(text) if indent <= 1 else None
+        if key is not None:
+            section = key.group(1)
+            yield section, key.group(2).strip(), text
+        else:
+            yield section, None, text
+
+
 def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
     """Read the leading comment block of a model file.
 
@@ -166,27 +189,13 @@ def parse_header(sql: str) -> tuple[str, str, dict[str, str]]:
     grain = ""
     description: list[str] = []
     columns: dict[str, str] = {}
-    section = ""
-    for raw_line in sql.splitlines():
-        line = raw_line.strip()
-        if not line:
-            continue
-        if not line.startswith("--"):
-            break
-        text = line[2:].strip()
-        # "-- key: ..." opens a section; deeper-indented lines ("--   name: ...") belong to it.
-        indent = len(line[2:]) - len(line[2:].lstrip())
-        key = _HEADER_KEY.match(text) if indent <= 1 else None
-        if key is not None:
-            section = key.group(1)
+    for section, head, text in _header_lines(sql):
+        if head is not None:
             if section == "grain":
-                grain = key.group(2).strip()
-            elif section == "description" and key.group(2).strip():
-                description.append(key.group(2).strip())
-            continue
-        if section == "incremental":
-            continue
-        if section == "columns":
+                grain = head
+            elif section == "description" and head:
+                description.append(head)
+        elif section == "columns":
             doc = _COLUMN_DOC.match(text)
             if doc is not None:
                 columns[doc.group(1)] = doc.group(2).strip()
@@ -208,20 +217,8 @@ def parse_incremental(sql: str) -> tuple[tuple[str, ...], tuple[Source, ...]]:
     """
     key: tuple[str, ...] = ()
     sources: list[Source] = []
-    inside = False
-    for raw_line in sql.splitlines():
-        line = raw_line.strip()
-        if not line:
-            continue
-        if not line.startswith("--"):
-            break
-        text = line[2:].strip()
-        indent = len(line[2:]) - len(line[2:].lstrip())
-        head = _HEADER_KEY.match(text) if indent <= 1 else None
-        if head is not None:
-            inside = head.group(1) == "incremental"
-            continue
-        entry = _SOURCE.match(text) if inside else None
+    for section, head, text in _header_lines(sql):
+        entry = _SOURCE.match(text) if section == "incremental" and head is None else None
         if entry is None:
             continue
         names, _, used = entry.group(3).partition(" using ")

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from robofy_etl.warehouse.incremental import grain_counts
 from robofy_etl.warehouse.tables import RAW_TABLES
 
 
@@ -56,11 +57,7 @@ def _ident_list(columns: Sequence[str]) -> str:
 def unique_key(conn: duckdb.DuckDBPyConnection, relation: str, key: Sequence[str]) -> CheckOutcome:
     """No two rows of ``relation`` share ``key``, and no key column is null."""
     cols = _ident_list(key)
-    nulls = " or ".join(f"{c} is null" for c in key)
-    total, duplicates, null_keys = conn.execute(
-        f"select count(*), count(*) - count(distinct ({cols})),"
-        f" count(*) filter (where {nulls}) from {relation}"
-    ).fetchone() or (0, 0, 0)
+    total, duplicates, null_keys = grain_counts(conn, relation, key)
     sample = conn.execute(
         f"select {cols}, count(*) as n from {relation} group by all having n > 1 limit 5"
     ).fetchall()
