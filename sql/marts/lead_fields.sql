@@ -18,25 +18,38 @@ leads as (
     select * from staging.stg_robofy__leads
 ),
 
-fields as (
+-- Select-list unnest streams; a lateral `cross join unnest(...) with ordinality` held every
+-- lead's fields in memory and ran out of it on a year of leads (issue 9).
+exploded as (
     select
-        leads.lead_id,
-        leads.project_id,
-        leads.chatbot_id,
-        leads.created_at,
-        trim(lead_field.field.field_name) as field_name,
-        lead_field.field.field_type as field_type,
-        lead_field.field.field_value as field_value,
-        lead_field.position::integer as field_position,
+        lead_id,
+        project_id,
+        chatbot_id,
+        created_at,
+        fields,
+        unnest(fields) as field,
+        generate_subscripts(fields, 1) as field_position,
     from leads
-    cross join unnest(leads.fields) with ordinality as lead_field (field, position)
 ),
 
+-- A name repeated in one form keeps its first field: each field is compared with the fields
+-- before it in its own form, a per-row test, so no window has to hold all fields of all leads.
 first_per_name as (
-    select *
-    from fields
-    where nullif(field_name, '') is not null
-    qualify row_number() over (partition by lead_id, field_name order by field_position) = 1
+    select
+        lead_id,
+        project_id,
+        chatbot_id,
+        created_at,
+        trim(field.field_name) as field_name,
+        field.field_type as field_type,
+        field.field_value as field_value,
+        field_position::integer as field_position,
+    from exploded
+    where nullif(trim(field.field_name), '') is not null
+        and not list_contains(
+            list_transform(fields[:field_position - 1], lambda earlier: trim(earlier.field_name)),
+            trim(field.field_name)
+        )
 ),
 
 final as (

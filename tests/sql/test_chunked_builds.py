@@ -56,11 +56,31 @@ def test_a_full_build_in_chunks_equals_one_statement(
 
 
 MESSAGES = 200_000
+LEADS = 100_000
 
 
 def _seed_history(wh: Warehouse) -> None:
-    """Twenty thousand conversations of ten messages: about 50 MB of raw rows."""
+    """Twenty thousand conversations of ten messages (about 50 MB of raw rows), and a hundred
+    thousand leads of five form fields, one of them a repeated name."""
     with wh.connect() as conn:
+        conn.execute(
+            f"""insert into raw.robofy__leads
+            select 'lead' || i, 1, 'bot' || (i % 20), null,
+                timestamp '2026-01-01' + to_seconds(i::bigint),
+                json_object('id', 'lead' || i, 'source', 'chatbot', 'lead_data', json_array(
+                    json_object('field_name', 'email', 'field_type', 'email',
+                        'field_value', 'visitor' || i || '@example.com'),
+                    json_object('field_name', 'name', 'field_type', 'text',
+                        'field_value', 'Visitor ' || i),
+                    json_object('field_name', 'phone', 'field_type', 'tel',
+                        'field_value', '+1555' || i),
+                    json_object('field_name', 'message', 'field_type', 'textarea',
+                        'field_value', repeat('hello there ', 8)),
+                    json_object('field_name', ' email', 'field_type', 'email',
+                        'field_value', 'second' || i))),
+                now()::timestamp, 'r', strftime(date '2026-01-01' + (i // 1000)::int, '%Y-%m-%d')
+            from range({LEADS}) t(i)"""
+        )
         conn.execute(
             f"""insert into raw.robofy__inbox_sessions
             select 'bot' || (s % 20), 'sess' || s, 1,
@@ -86,14 +106,18 @@ def _seed_history(wh: Warehouse) -> None:
 def test_a_history_larger_than_the_memory_limit_builds_in_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """50 MB of raw messages under a 32MB limit (one statement runs out of memory there)."""
+    """50 MB of raw messages and 100k leads (~110 MB) under a 48MB limit (one statement runs out of
+    memory there, and so did lead_fields' lateral unnest of every lead's form fields)."""
     path = tmp_path / "big.duckdb"
     roomy = Warehouse(path, memory_limit="1GB")
     roomy.initialize()
     _seed_history(roomy)
     monkeypatch.setattr(incremental, "CHUNK_ROWS", 50_000)
-    with Warehouse(path, memory_limit="32MB").transaction(run_id="rebuild") as tx:
+    with Warehouse(path, memory_limit="48MB").transaction(run_id="rebuild") as tx:
         results = {r.name: r for r in models.build(tx.conn, full_refresh=True)}
     assert results["staging.stg_robofy__chat_messages"].chunks >= 4
     assert results["marts.messages"].rows == MESSAGES
     assert results["marts.sessions"].rows == MESSAGES // 10
+    assert results["marts.leads"].rows == LEADS
+    # five fields a lead, the second 'email' dropped (its name repeats after trimming)
+    assert results["marts.lead_fields"].rows == 4 * LEADS
