@@ -359,27 +359,23 @@ def build_in_chunks(
     chunks = -(-rows // (chunk_rows or CHUNK_ROWS))
     if chunks <= 1:
         return 0
-    cuts = [f"{tag}_chunk_source_{n}" for n in range(len(keyed))]
-    try:
-        for chunk in range(chunks):
-            for source, cut in zip(keyed, cuts, strict=True):
-                # The same values hash alike whatever the column names; as text, whatever the
-                # types (a DATE and a TIMESTAMP::DATE, an INTEGER and a BIGINT).
-                hashed = ", ".join(f"{_q(c)}::varchar" for c in source.columns)
-                conn.execute(
-                    f"create or replace temp table {cut} as select * from {source.relation}"
-                    f" where hash({hashed}) % {chunks} = {chunk}"
-                )
-            sql = rewrite_sources(
-                model.sql, {s.relation: c for s, c in zip(keyed, cuts, strict=True)}
+    for chunk in range(chunks):
+        cuts = {}
+        for source in keyed:
+            # The same values hash alike whatever the column names; as text, whatever the
+            # types (a DATE and a TIMESTAMP::DATE, an INTEGER and a BIGINT). The cut is a
+            # subquery, not a temp table: a table made and dropped inside the build's
+            # transaction keeps its memory until the commit, a copy of every input row.
+            hashed = ", ".join(f"{_q(c)}::varchar" for c in source.columns)
+            cuts[source.relation] = (
+                f"(select rowid, * from {source.relation}"
+                f" where hash({hashed}) % {chunks} = {chunk})"
             )
-            if chunk == 0:
-                conn.execute(f"create or replace table {model.name} as\n{sql}")
-            else:
-                conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
-    finally:
-        for cut in cuts:
-            conn.execute(f"drop table if exists {cut}")
+        sql = rewrite_sources(model.sql, cuts)
+        if chunk == 0:
+            conn.execute(f"create or replace table {model.name} as\n{sql}")
+        else:
+            conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
     return chunks
 
 
@@ -424,7 +420,8 @@ def full_reason(
 
 
 def rewrite_sources(sql: str, replacements: dict[str, str]) -> str:
-    """``sql`` reading each relation of ``replacements`` from its replacement (a temp table)."""
+    """``sql`` reading each relation of ``replacements`` from its replacement (a temp table or
+    a parenthesized subquery)."""
     for relation, table in replacements.items():
         pattern = re.compile(rf"\b(from|join)(\s+){re.escape(relation)}\b", re.IGNORECASE)
         sql = pattern.sub(rf"\g<1>\g<2>{table}", sql)

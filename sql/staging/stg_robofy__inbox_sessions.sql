@@ -17,8 +17,10 @@
 with
 
 -- Not materialized: it is read twice, and a materialized copy would hold every payload.
+-- A chunked full build reads a cut of the raw table that carries its rowid as a column;
+-- columns(...) leaves that column out (on the raw table itself it excludes nothing).
 source as not materialized (
-    select rowid as _row_id, * from raw.robofy__inbox_sessions
+    select rowid as _row_id, columns(lambda c: c != 'rowid') from raw.robofy__inbox_sessions
 ),
 
 -- The latest version of each key is chosen on narrow rows, so the sort never carries a payload.
