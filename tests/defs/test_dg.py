@@ -24,6 +24,7 @@ def _dg(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     assert DG.exists(), f"{DG} is missing: dagster-dg-cli is in the dev extra; run make install"
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {name: value for name, value in os.environ.items() if not name.startswith("ROBOFY_")}
     env.update(DAGSTER_HOME=str(home), VIRTUAL_ENV=str(DG.parent.parent))
     done = subprocess.run(
