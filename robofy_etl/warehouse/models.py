@@ -326,9 +326,10 @@ def discover(sql_dir: Path | None = None) -> list[Model]:
     root = SQL_DIR if sql_dir is None else sql_dir
     if not root.is_dir():
         raise ModelError(
-            f"SQL model folder not found: {root}. The models ship inside the package as "
-            "robofy_etl/sql; reinstall robofy-etl from a wheel or a checkout (make install), "
-            "and do not run it from a zip archive."
+            f"SQL model folder not found: {root}. robofy-etl ships its models as package data "
+            "in robofy_etl/sql: reinstall it (pip install --force-reinstall robofy-etl). In a "
+            "checkout, robofy_etl/sql is a symlink to sql/: clone with symlinks enabled "
+            "(git config core.symlinks true) and run make install."
         )
     models = [
         load_model(path, folder.name)

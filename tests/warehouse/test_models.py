@@ -107,6 +107,11 @@ def test_discover_rejects_unknown_layer_folders(tmp_path: Path) -> None:
         models.discover(tmp_path)
 
 
+def test_discover_names_the_missing_folder_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(models.ModelError, match=r"not found: .*nowhere.*force-reinstall"):
+        models.discover(tmp_path / "nowhere")
+
+
 def test_topological_order_puts_upstream_first(tmp_path: Path) -> None:
     simple_model(tmp_path, "marts.b", "marts.a")
     simple_model(tmp_path, "marts.a", "staging.s")
