@@ -13,7 +13,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -200,7 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
 class Simulator:
     """A simulated Robofy API; use ``serve(cfg)`` or ``with Simulator(cfg) as sim``."""
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(
+        self, config: SimulatorConfig | None = None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        """``sleep`` waits out the latency and slow faults in handler threads (tests inject one)."""
         self.config = cfg = config or SimulatorConfig()
         if cfg.scale not in SCALES:
             raise ValueError(f"unknown scale {cfg.scale!r}; choose one of {', '.join(SCALES)}")
@@ -210,6 +213,7 @@ class Simulator:
         self._stats_lag = timedelta(hours=cfg.stats_lag_hours)
         self._now: datetime = self._world.start + timedelta(days=cfg.days or SCALES[cfg.scale].days)
         self._latency_s = cfg.latency_ms / 1000.0
+        self._sleep = sleep
         self._variants = cfg.variants
         self._faults = cfg.faults
         self._injector = FaultInjector(cfg.faults)
@@ -394,12 +398,12 @@ class Simulator:
             self._counters[response.endpoint] += 1
             self._cpu_ns += time.thread_time_ns() - t0
         if self._latency_s > 0:
-            time.sleep(self._latency_s)
+            self._sleep(self._latency_s)
         if fault == "reset":
             handler.reset()
             return
         if fault == "slow":
-            time.sleep(self._faults.slow_s)
+            self._sleep(self._faults.slow_s)
         handler._write(status, body, extra, close)
 
 
@@ -418,9 +422,11 @@ def _glitched(glitch: Glitch, response: Response, path: str, query_string: str) 
 
 
 @contextlib.contextmanager
-def serve(config: SimulatorConfig | None = None) -> Iterator[Simulator]:
+def serve(
+    config: SimulatorConfig | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[Simulator]:
     """Serve a simulated Robofy API on loopback for the duration of the ``with`` block."""
-    simulator = Simulator(config)
+    simulator = Simulator(config, sleep=sleep)
     simulator.start()
     try:
         yield simulator

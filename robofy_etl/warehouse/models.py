@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +21,20 @@ from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
 
 logger = logging.getLogger(__name__)
 
-# The package is installed editable from the repository, so sql/ sits next to robofy_etl/.
-SQL_DIR: Path = Path(__file__).resolve().parents[2] / "sql"
+
+def _packaged_sql_dir() -> Path:
+    """The SQL models shipped with the package: ``robofy_etl/sql`` (package data).
+
+    This is the one place the models are located. In a checkout, ``robofy_etl/sql`` is a symlink
+    to the top-level ``sql/`` folder analysts browse; it is resolved so that model paths (and
+    error messages) name the files one edits. In an installed wheel it is a plain folder.
+    """
+    folder = resources.files("robofy_etl") / "sql"
+    # A package imported from a zip archive has no folder to read; discover() then reports it.
+    return folder.resolve() if isinstance(folder, Path) else Path(str(folder))
+
+
+SQL_DIR: Path = _packaged_sql_dir()
 
 Materialization = Literal["view", "table"]
 
@@ -302,7 +315,7 @@ def discover(sql_dir: Path | None = None) -> list[Model]:
 
     Args:
         sql_dir: the folder holding ``staging/``, ``marts/`` (and optionally ``intermediate/``);
-            defaults to the repository's ``sql/`` (``SQL_DIR``).
+            defaults to the models shipped with the package (``SQL_DIR``).
 
     Returns:
         The models, sorted by relation name.
@@ -312,7 +325,12 @@ def discover(sql_dir: Path | None = None) -> list[Model]:
     """
     root = SQL_DIR if sql_dir is None else sql_dir
     if not root.is_dir():
-        raise ModelError(f"SQL model folder not found: {root}")
+        raise ModelError(
+            f"SQL model folder not found: {root}. robofy-etl ships its models as package data "
+            "in robofy_etl/sql: reinstall it (pip install --force-reinstall robofy-etl). In a "
+            "checkout, robofy_etl/sql is a symlink to sql/: clone with symlinks enabled "
+            "(git config core.symlinks true) and run make install."
+        )
     models = [
         load_model(path, folder.name)
         for folder in sorted(p for p in root.iterdir() if p.is_dir())

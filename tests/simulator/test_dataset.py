@@ -8,7 +8,6 @@ what the plan says it touches.
 from __future__ import annotations
 
 import itertools
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -52,12 +51,9 @@ def test_scale_sizes(scale: str, sessions: tuple[int, int], messages: tuple[int,
     assert ds.now - ds.start == timedelta(days=spec.days)
 
 
-def test_medium_is_the_benchmark_yardstick_and_generates_fast() -> None:
-    started = time.perf_counter()
+def test_medium_is_the_benchmark_yardstick() -> None:
     ds = Dataset.generate("medium", seed=1, end=END)
-    elapsed = time.perf_counter() - started
     summary = ds.summary()
-    assert elapsed < 5.0  # about 0.7 s on the reference 2-core machine; generous for busy CI
     assert (len(ds.projects), len(ds.chatbots)) == (3, 12)
     assert 5000 <= summary["sessions"] <= 7000
     assert 50_000 <= summary["messages"] <= 70_000

@@ -107,6 +107,11 @@ def test_discover_rejects_unknown_layer_folders(tmp_path: Path) -> None:
         models.discover(tmp_path)
 
 
+def test_discover_names_the_missing_folder_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(models.ModelError, match=r"not found: .*nowhere.*force-reinstall"):
+        models.discover(tmp_path / "nowhere")
+
+
 def test_topological_order_puts_upstream_first(tmp_path: Path) -> None:
     simple_model(tmp_path, "marts.b", "marts.a")
     simple_model(tmp_path, "marts.a", "staging.s")
@@ -247,7 +252,8 @@ def test_build_inside_a_transaction_is_invisible_until_commit(tmp_path: Path) ->
 
 def test_repository_models_form_a_valid_graph() -> None:
     found = models.discover()
-    assert models.SQL_DIR == REPO / "sql"
+    # Loaded as package data (robofy_etl/sql), which in a checkout is the top-level sql/.
+    assert (REPO / "sql").resolve() == models.SQL_DIR
     ordered = models.topological_order(found)
     assert {m.name for m in ordered} == {m.name for m in found}
     staging = {m.name for m in found if m.schema == "staging"}
