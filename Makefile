@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export UV_COMPILE_BYTECODE := 1
 export DAGSTER_HOME := $(CURDIR)/dagster_home
+# The extras the venv gets: the dev tools, and PostgreSQL (its tests run in CI).
+# deploy/Dockerfile installs the same minus dev (tests/deploy checks it).
+EXTRAS := dev,postgres
 
 .PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load bench-history docs clean
 
@@ -16,7 +19,7 @@ help: ## show this help
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt -e '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install robofy-etl with pinned dependencies
