@@ -14,13 +14,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 
 from robofy_etl.cli import EXIT_OK, main
+from robofy_etl.defs.assembly import build_definitions
+from robofy_etl.defs.models import FULL_REFRESH_TAG, model_assets
+from robofy_etl.settings import Settings
 from robofy_etl.simulator.glitches import GlitchRequest, edit_items, error_status
 from robofy_etl.warehouse import Warehouse
-from robofy_etl.warehouse.models import build
+from robofy_etl.warehouse.models import build, discover
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, Pipeline
 
 pytestmark = pytest.mark.slow
@@ -140,3 +144,33 @@ def test_rebuild_command_rebuilds_every_model(
     assert "Rebuilt" in capsys.readouterr().out
     assert _marts(pipeline.db_path) == before
     assert set(_modes(pipeline).values()) == {"full"}
+
+
+def _build_modes(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {
+        m.asset_key.to_user_string(): str(m.metadata["build"].value)
+        for m in result.asset_materializations_for_node("sql_models")
+    }
+
+
+@pytest.mark.parametrize("how", ["run_config", "tag"])
+def test_dagster_rebuilds_every_model_on_request(pipeline: Pipeline, how: str) -> None:
+    """The models asset rebuilds everything from raw when asked, by run config or by run tag;
+    without either, a run after a sync that changed nothing rebuilds nothing."""
+    assert pipeline.sync().success
+    defs = build_definitions(Settings.from_env())
+    models = model_assets(discover())
+    resources = {"warehouse": defs.resources["warehouse"]}
+    plain = dg.materialize([models], resources=resources)
+    assert set(_build_modes(plain).values()) == {"unchanged"}
+    with duckdb.connect(str(pipeline.db_path)) as conn:
+        conn.execute("delete from marts.messages")  # damage a mart: only a full build repairs it
+    if how == "run_config":
+        run_config = {"ops": {"sql_models": {"config": {"full_refresh": True}}}}
+        result = dg.materialize([models], resources=resources, run_config=run_config)
+    else:
+        result = dg.materialize([models], resources=resources, tags={FULL_REFRESH_TAG: "true"})
+    modes = _build_modes(result)
+    assert set(modes) == {m.name.replace(".", "/") for m in discover()}
+    assert set(modes.values()) == {"full"}
+    assert pipeline.query("select count(*) from marts.messages")[0][0] > 0
