@@ -17,7 +17,7 @@ import duckdb
 
 from robofy_etl.warehouse import incremental
 from robofy_etl.warehouse.errors import WarehouseMemoryError
-from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
+from robofy_etl.warehouse.tables import META_DDL, META_DOCS, RAW_TABLES, SCHEMAS
 
 logger = logging.getLogger(__name__)
 
@@ -656,8 +656,11 @@ def render_tables_doc(
         "     and a freshly built warehouse. Do not edit by hand. -->",
         "",
         "The `marts` schema is the public interface of robofy-etl: analysts and dashboards read",
-        "only these tables. All timestamps are UTC `TIMESTAMP`. Every table is rebuilt after each",
-        "load; its grain is tested for uniqueness.",
+        "only these tables. All timestamps are UTC `TIMESTAMP`. Each run rebuilds only the rows",
+        "of what its loads changed (see each table's *Maintained* line), in one transaction with",
+        "the loads' models, so readers see the previous build or the new one. `robofy-etl rebuild`",
+        "rebuilds every table from `raw`; a model whose SQL changed is rebuilt in full",
+        "automatically. The rows each build writes are tested for the grain's uniqueness.",
         "",
         "| table | grain |",
         "|---|---|",
@@ -670,6 +673,8 @@ def render_tables_doc(
             "",
             f"**Grain:** {model.grain}",
             "",
+            f"**Maintained:** {_maintained(model)}",
+            "",
             model.description,
             "",
             "| column | type | description |",
@@ -679,7 +684,36 @@ def render_tables_doc(
             f"| `{column}` | {data_type} | {_cell(comment or '')} |"
             for column, data_type, comment in columns.get(model.name, [])
         ]
+    lines += [
+        "",
+        "## Bookkeeping: `meta`",
+        "",
+        "Not part of the public interface (names may change between versions), but useful to",
+        "see what a run did and what it could not do (`robofy-etl status` summarizes them).",
+        "",
+        "| table | holds |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | {_cell(text)} |" for name, text in META_DOCS.items()]
     return "\n".join(lines) + "\n"
+
+
+def _maintained(model: Model) -> str:
+    """How a run keeps ``model`` up to date, from its ``incremental:`` header."""
+    if not model.incremental_key or not model.sources:
+        return "rebuilt in full by every run that changes what it reads."
+    reads = []
+    for source in model.sources:
+        columns = ", ".join(source.columns)
+        if source.lookup:
+            reads.append(f"`{source.relation}` (looked up by {columns})")
+        else:
+            reads.append(f"`{source.relation}` (by {columns})")
+    key = ", ".join(model.incremental_key)
+    return (
+        f"incrementally by ({key}): a run rebuilds the rows of the keys whose inputs changed,"
+        f" reading {', '.join(reads)}."
+    )
 
 
 def create_empty_raw_tables(conn: duckdb.DuckDBPyConnection) -> None:

@@ -223,3 +223,23 @@ META_DDL: tuple[str, ...] = (
         run_id VARCHAR NOT NULL,
         removed_at TIMESTAMP NOT NULL)""",
 )
+
+
+# What each bookkeeping table holds, for the data dictionary (docs/tables.md).
+META_DOCS: dict[str, str] = {
+    "meta.sync_state": "Each stream's resume point (cursor, watermark) per scope.",
+    "meta.load_audit": "One row per loaded slice and run: rows inserted, updated, deleted and"
+    " unchanged, API requests, start and end.",
+    "meta.schema_drift": "Fields the API sent that the pipeline does not know, or stopped"
+    " sending, with an example and when first and last seen.",
+    "meta.quarantine": "Records that could not be loaded (no key, an impossible time, ...), with"
+    " the reason and the record (secrets removed).",
+    "meta.outstanding": "Work that did not arrive complete (a cut transcript, a failed list"
+    " scan): every run retries it until it does.",
+    "meta.missing": "Stored rows that complete scans did not list, and how many scans in a row"
+    " missed them (a lead is removed after 3).",
+    "meta.removed_rows": "Every row ever removed from a raw table, as it was stored, with the"
+    " reason and the run: nothing is lost.",
+    "meta.model_state": "Per model: the SQL fingerprint and watermark of its last build, full or"
+    " incremental, and how many keys it rebuilt.",
+}

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from robofy_etl.warehouse import WarehouseMemoryError, models
-from robofy_etl.warehouse.tables import RAW_TABLES
+from robofy_etl.warehouse.tables import META_DOCS, RAW_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = """-- grain: one row per project_id
@@ -293,3 +293,17 @@ def test_a_warehouse_with_staging_views_is_upgraded_to_tables(tmp_path: Path) ->
     ).fetchone()
     assert views == 0
     conn.close()
+
+
+def test_every_meta_table_is_documented() -> None:
+    """docs/tables.md describes each bookkeeping table a build leaves in `meta`."""
+    with duckdb.connect(":memory:") as conn:
+        models.create_empty_raw_tables(conn)
+        models.build(conn)
+        tables = {
+            f"meta.{name}"
+            for (name,) in conn.execute(
+                "select table_name from duckdb_tables() where schema_name = 'meta'"
+            ).fetchall()
+        }
+    assert tables == set(META_DOCS)
