@@ -3,9 +3,16 @@
 Every setting is declared once here, with its variable name, default and meaning. A bad value
 fails at start-up with a message that names the variable and the allowed values. Numbers have a
 sane range (the ``MAX_*`` constants below), so ``inf``, ``nan``, ``0``, negatives and typos such
-as ``1e9`` fail at once instead of as a sync that hangs or never retries. The API key is not a
-setting of this object: it reaches the Dagster resource only through
-``dg.EnvVar("ROBOFY_API_KEY")``.
+as ``1e9`` fail at once instead of as a sync that hangs or never retries.
+
+The client (``ClientConfig.from_settings``) and the warehouse (``Warehouse.from_settings``) are
+built from a ``Settings``, and their defaults are ``DEFAULTS`` below: nothing else declares a
+default or checks a range. Callers that override a setting (the ``robofy-etl`` options) pass
+``Settings.from_env(overrides=...)``; nothing writes to ``os.environ``.
+
+The API key is not a field of ``Settings``, so it never shows in its repr, its ``as_env()`` or
+the Dagster config built from it: ``check_api_key`` validates it wherever it is read (the
+client, the CLI), and the Dagster resource reads it through ``dg.EnvVar("ROBOFY_API_KEY")``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,20 @@ MAX_MEMORY_BYTES = 4 * 10**12
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def check_api_key(key: str) -> str:
+    """``key`` if it can be sent in a header; else a SettingsError that never echoes it."""
+    if not key or not key.strip():
+        raise SettingsError(
+            f"{API_KEY_ENV} is empty: set it to the key from your Robofy dashboard."
+        )
+    if not key.isascii() or not key.isprintable() or " " in key:
+        raise SettingsError(
+            f"{API_KEY_ENV} contains spaces, line breaks or non-ASCII characters; "
+            "copy it again from the Robofy dashboard."
+        )
+    return key
 
 
 def _int_in(low: int, high: int, unit: str = "") -> Callable[[str, str], int]:
@@ -143,20 +164,28 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# The one grammar of sizes: what ROBOFY_DUCKDB_MEMORY_LIMIT accepts, and what DuckDB reports
+# (``current_setting('memory_limit')`` reads like ``152.5 MiB``).
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>(?:[KMGT]i?)?B)", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_in_bytes(text: str) -> int | None:
+    """Read a size such as ``160MB``, ``1.5 GiB`` or ``152.5 MiB``; None if it is not one."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(float(match["number"]) * _UNITS[match["unit"].upper()])
 
 
 def _memory(name: str, raw: str) -> str:
-    value = raw.strip()
-    allowed = "a size from 16MB to 4TB, such as 160MB or 2GB"
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", value, re.IGNORECASE)
-    if match is None:
-        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
-    size = float(match[1]) * _UNITS[match[2].lower()]
-    if not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
-        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
-    return value
+    size = size_in_bytes(raw)
+    if size is None or not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
+        raise SettingsError(
+            f"{name} must be a size from 16MB to 4TB, such as 160MB or 2GB, got {raw!r}"
+        )
+    return raw.strip()
 
 
 _STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+")
@@ -293,9 +322,22 @@ class Settings:
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Reads and validates every setting; raises SettingsError naming the bad variable."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Reads and validates every setting; raises SettingsError naming the bad variable.
+
+        Args:
+            environ: Where to read the variables (default: ``os.environ``); one missing takes
+                its default.
+            overrides: Values that win over ``environ``, by variable name, as a user would
+                write them (``{"ROBOFY_BASE_URL": "http://127.0.0.1:8080"}``): the
+                ``robofy-etl`` options pass theirs here.
+        """
+        env = {**(os.environ if environ is None else environ), **(overrides or {})}
+        unknown = set(overrides or ()) - {f.metadata["env"] for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"not a setting: {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             meta = f.metadata
@@ -303,12 +345,28 @@ class Settings:
             values[f.name] = meta["parse"](meta["env"], raw)
         return cls(**values)
 
+    def as_env(self) -> dict[str, str]:
+        """Every setting as the variable a user would set: ``from_env(s.as_env()) == s``."""
+        return {f.metadata["env"]: _unparse(getattr(self, f.name)) for f in fields(self)}
+
     @property
     def resolved_publish_path(self) -> str:
         if self.publish_path:
             return self.publish_path
         db = Path(self.duckdb_path)
         return str(db.with_name(f"{db.stem}.read.duckdb"))
+
+
+def _unparse(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)  # a date prints as 2026-01-31, a float as its shortest exact form
+
+
+DEFAULTS = Settings.from_env({})
+"""Every setting at its default: the defaults of ``ClientConfig`` and ``Warehouse``."""
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
