@@ -237,82 +237,95 @@ def _setting(env: str, default: str, parse: Callable[[str, str], Any], doc: str)
 class Settings:
     """Everything the pipeline reads from the environment, except the API key."""
 
-    base_url: str = _setting("ROBOFY_BASE_URL", DEFAULT_BASE_URL, _base_url, "Robofy API base URL.")
+    base_url: str = _setting(
+        "ROBOFY_BASE_URL",
+        DEFAULT_BASE_URL,
+        _base_url,
+        "API base URL (http or https, a host, port 1-65535; no credentials or query).",
+    )
     duckdb_path: str = _setting(
-        "ROBOFY_DUCKDB_PATH", "data/robofy.duckdb", _path, "The DuckDB warehouse file."
+        "ROBOFY_DUCKDB_PATH", "data/robofy.duckdb", _path, "The warehouse file."
     )
     publish_path: str = _setting(
         "ROBOFY_PUBLISH_PATH",
         "",
         lambda _n, raw: raw,
-        "Read-only copy for dashboards; default <ROBOFY_DUCKDB_PATH stem>.read.duckdb.",
+        "Read-only copy for dashboards (empty: `<stem>.read.duckdb` beside the warehouse file).",
     )
     publish_storage_version: str = _setting(
         "ROBOFY_PUBLISH_STORAGE_VERSION",
         "v1.4.0",
         _storage_version,
-        "DuckDB storage format of the published copy: vX.Y.Z (that DuckDB and newer open it) "
-        "or 'latest' (this DuckDB's own format).",
+        "DuckDB storage format of the published copy: `vX.Y.Z` (DuckDB of that version and "
+        "newer open it) or `latest` (this DuckDB's own format, which older readers cannot "
+        "open).",
     )
     start_date: date = _setting(
         "ROBOFY_START_DATE", "2026-01-01", _iso_date, "First daily partition (UTC day)."
     )
     auth_header: Literal["bearer", "api-key"] = _setting(
-        "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "'bearer' or 'api-key' header style."
+        "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "`bearer` or `api-key` header style."
     )
     max_in_flight: int = _setting(
         "ROBOFY_MAX_IN_FLIGHT",
         "16",
         _int_in(1, MAX_IN_FLIGHT),
-        "Most API requests in flight at once.",
+        "Most requests in flight (1-256).",
     )
     max_rps: float | None = _setting(
-        "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
+        "ROBOFY_MAX_RPS",
+        "",
+        _optional_rate,
+        "Most requests per second (up to 10,000; empty, 0 or `off`: no cap).",
     )
     http_transport: Literal["stdlib", "httpx"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
         "stdlib",
         lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),
-        "'stdlib' (keep-alive http.client under httpx; least CPU) or 'httpx' (honours proxies).",
+        "`stdlib` (keep-alive, least CPU) or `httpx` (honours proxy variables).",
     )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S",
         "30",
         _number_up_to(MAX_TIMEOUT_S, "seconds"),
-        "Read timeout of one API request, seconds.",
+        "Read timeout per request, 0-600 s; one attempt ends within twice this, however slowly "
+        "a server answers.",
     )
     max_attempts: int = _setting(
         "ROBOFY_MAX_ATTEMPTS",
         "5",
         _int_in(1, MAX_ATTEMPTS),
-        "Attempts per request before giving up.",
+        "Attempts per request (1-20).",
     )
     retry_delay_s: float = _setting(
         "ROBOFY_RETRY_DELAY_S",
         "0.5",
         _number_up_to(MAX_RETRY_DELAY_S, "seconds"),
-        "First retry delay, doubled per attempt (Retry-After wins when the API sends it).",
+        "First retry delay, doubled per attempt (up to 60 s; `Retry-After` wins when the API "
+        "sends it).",
     )
     lock_timeout_s: float = _setting(
         "ROBOFY_LOCK_TIMEOUT_S",
         "300",
         _number_up_to(MAX_LOCK_TIMEOUT_S, "seconds"),
-        "How long a writer waits for another process to release the DuckDB file.",
+        "How long a writer waits for another process to release the DuckDB file (up to a day).",
     )
     duckdb_memory_limit: str = _setting(
         "ROBOFY_DUCKDB_MEMORY_LIMIT",
         "160MB",
         _memory,
-        "DuckDB buffer memory for loads and model builds; beyond it DuckDB spills to disk.",
+        "DuckDB buffer memory for loads and builds (spills beyond; 16MB-4TB); an out-of-memory "
+        "error names it.",
     )
     lookback_days: int = _setting(
         "ROBOFY_LOOKBACK_DAYS",
         "3",
         _int_in(0, MAX_LOOKBACK_DAYS, " days"),
-        "Recent days the schedules re-sync (conversations continue, stats are restated).",
+        "Recent days the schedules re-sync, as conversations continue and stats are restated "
+        "(0-366).",
     )
     naive_timezone: str = _setting(
-        "ROBOFY_NAIVE_TIMEZONE", "UTC", _timezone, "Time zone of timestamps sent without one."
+        "ROBOFY_NAIVE_TIMEZONE", "UTC", _timezone, "IANA time zone of timestamps sent without one."
     )
     stats_params: tuple[str, str, str, str] = _setting(
         "ROBOFY_STATS_PARAMS",
@@ -370,8 +383,22 @@ DEFAULTS = Settings.from_env({})
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, for docs and `.env.example`."""
-    rows = [(API_KEY_ENV, "", "Robofy API key (secret; required).")]
+    """(variable, default, meaning) for every setting, for the README and `.env.example`."""
+    rows = [(API_KEY_ENV, "", "Robofy API key (required; secret: never logged or stored).")]
     for f in fields(Settings):
         rows.append((f.metadata["env"], f.metadata["default"], f.metadata["doc"]))
     return rows
+
+
+def settings_table() -> str:
+    """The README's table of settings (``scripts/gen_settings_doc.py`` writes it)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, doc in describe_settings():
+        shown = f"`{default}`" if default else "(required)" if env == API_KEY_ENV else "(empty)"
+        lines.append(f"| `{env}` | {shown} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def env_example() -> str:
+    """``.env.example``: every variable at its default, with its meaning."""
+    return "\n".join(f"# {doc}\n{env}={default}\n" for env, default, doc in describe_settings())

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from robofy_etl.settings import Settings, SettingsError, check_api_key
+from robofy_etl.settings import (
+    Settings,
+    SettingsError,
+    check_api_key,
+    env_example,
+    settings_table,
+)
 
 # variable -> (values that must fail, the allowed range as the message states it)
 BAD_NUMBERS: dict[str, tuple[list[str], str]] = {
@@ -219,3 +225,11 @@ def test_a_bad_api_key_is_named_and_never_echoed(key: str) -> None:
     with pytest.raises(SettingsError, match=r"^ROBOFY_API_KEY ") as caught:
         check_api_key(key)
     assert not key.strip() or key.strip() not in str(caught.value)
+
+
+def test_the_readme_and_env_example_list_the_settings_as_declared() -> None:
+    """Both are generated from the declarations (`make docs`); a new setting shows up in both."""
+    repo = Path(__file__).resolve().parents[1]
+    fix = "out of date: run `.venv/bin/python scripts/gen_settings_doc.py`"
+    assert settings_table() in (repo / "README.md").read_text(encoding="utf-8"), fix
+    assert (repo / ".env.example").read_text(encoding="utf-8") == env_example(), fix
