@@ -64,8 +64,9 @@ bench-load: $(STAMP) ## warehouse slice-replace throughput
 bench-history: $(STAMP) ## the hourly run on 14, 90 and 365 days of a large account's history (QUICK=1: 3 and 14)
 	$(BIN)/python benchmarks/bench_history.py $(if $(QUICK),--quick)
 
-docs: $(STAMP) ## regenerate docs/tables.md from the mart comments
+docs: $(STAMP) ## regenerate docs/tables.md, the README's settings table and .env.example
 	$(BIN)/python scripts/gen_tables_doc.py
+	$(BIN)/python scripts/gen_settings_doc.py
 
 clean: ## remove the venv, data and Dagster run state
 	rm -rf $(VENV) data dagster_home/storage dagster_home/history dagster_home/logs dagster_home/schedules dagster_home/.telemetry

@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from robofy_etl import __version__
-from robofy_etl.settings import API_KEY_ENV, Settings, SettingsError
+from robofy_etl.settings import API_KEY_ENV, Settings, SettingsError, check_api_key
 
 # Exit statuses (documented in the README).
 EXIT_OK = 0
@@ -168,12 +168,13 @@ def run_sync(
     first: date,
     last: date,
     *,
-    env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
     refetch: bool = False,
 ) -> SyncOutcome:
     """Materializes every asset for the days ``first..last`` (inclusive) as one Dagster run.
 
-    ``refetch``: fetch every transcript of those days again, changed or not.
+    ``api_key``: the key (default: ``ROBOFY_API_KEY``). ``refetch``: fetch every transcript
+    of those days again, changed or not.
     """
     import dagster as dg  # imported here: `robofy-etl --help` should not pay for Dagster
 
@@ -193,13 +194,10 @@ def run_sync(
         raise CliError(f"--end {last} is in the future (today is {_today()} UTC)")
     if first < settings.start_date:
         settings = replace(settings, start_date=first)
-    if env:
-        os.environ.update(env)
-    if not os.environ.get(API_KEY_ENV, "").strip():
-        raise CliError(f"{API_KEY_ENV} is not set: export your Robofy API key first.")
+    key = _api_key() if api_key is None else api_key
 
     _check_warehouse(settings)
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, api_key=key)
     job = defs.resolve_job_def(SYNC_JOB)
     instance = (
         dg.DagsterInstance.get()
@@ -278,9 +276,7 @@ def _check_warehouse(settings: Settings) -> None:
     try:
         # No waiting here: a file another process holds is checked by the run, which waits
         # for the lock (ROBOFY_LOCK_TIMEOUT_S) and says who holds it.
-        Warehouse(
-            settings.duckdb_path, lock_timeout_s=0.0, memory_limit=settings.duckdb_memory_limit
-        ).initialize()
+        Warehouse.from_settings(settings, lock_timeout_s=0.0).initialize()
     except WarehouseLockedError:
         return
     except WarehouseFileError as exc:
@@ -386,15 +382,25 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
             print(f"  - {problem}", file=out)
 
 
-def _settings_with(args: argparse.Namespace) -> Settings:
+def _settings_with(args: argparse.Namespace, **defaults: str) -> Settings:
+    """The settings from the environment, then ``defaults`` (by variable), then the options."""
+    overrides = dict(defaults)
     if getattr(args, "base_url", None):
-        os.environ["ROBOFY_BASE_URL"] = args.base_url
+        overrides["ROBOFY_BASE_URL"] = args.base_url
     if getattr(args, "duckdb", None):
-        os.environ["ROBOFY_DUCKDB_PATH"] = args.duckdb
+        overrides["ROBOFY_DUCKDB_PATH"] = args.duckdb
     try:
-        return Settings.from_env()
+        return Settings.from_env(overrides=overrides)
     except SettingsError as exc:
         raise CliError(str(exc)) from None
+
+
+def _api_key() -> str:
+    """``ROBOFY_API_KEY``, checked (the message never shows the key)."""
+    try:
+        return check_api_key(os.environ.get(API_KEY_ENV, ""))
+    except SettingsError as exc:
+        raise CliError(f"{exc} (export it before running this command)") from None
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -428,11 +434,8 @@ def _demo_simulator(scale: str, latency_ms: float) -> Iterator[Any]:
 def cmd_demo(args: argparse.Namespace) -> int:
     import duckdb
 
-    os.environ.setdefault("ROBOFY_DUCKDB_PATH", "data/robofy.duckdb")
     with _demo_simulator(args.scale, args.latency_ms) as sim:
-        os.environ[API_KEY_ENV] = sim.api_key
-        os.environ["ROBOFY_BASE_URL"] = sim.base_url
-        settings = _settings_with(args)
+        settings = _settings_with(args, ROBOFY_BASE_URL=sim.base_url)
         today = _today()
         first = today - timedelta(days=DEMO_DAYS - 1)
         print(
@@ -440,7 +443,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f" syncing the last {DEMO_DAYS} days ({first}..{today}) into {settings.duckdb_path}\n"
         )
         with _progress(sys.stderr):
-            outcome = run_sync(settings, first, today)
+            outcome = run_sync(settings, first, today, api_key=sim.api_key)
     if outcome.interrupted:
         raise KeyboardInterrupt
     print_sync_summary(outcome, settings, sys.stdout)
@@ -487,19 +490,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from robofy_etl.api import ClientConfig, RobofyClient, RobofyError, format_probe_report, probe
 
-    settings = _settings_with(args)
-
-    def run(base_url: str, api_key: str) -> int:
-        config = ClientConfig(
-            base_url=base_url,
-            api_key=api_key,
-            auth_header=settings.auth_header,
-            timeout_s=settings.timeout_s,
-            max_in_flight=2,
-            http_transport=settings.http_transport,
-            naive_timezone=settings.naive_timezone,
-            stats_params=settings.stats_params,
-        )
+    def run(settings: Settings, api_key: str) -> int:
+        config = ClientConfig.from_settings(settings, api_key=api_key, max_in_flight=2)
         try:
             with RobofyClient(config) as api:
                 report = probe(api, days=args.days)
@@ -509,13 +501,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(format_probe_report(report))
         return 0
 
+    settings = _settings_with(args)
     if args.simulator:
         with _demo_simulator("tiny", 0.0) as sim:
-            return run(sim.base_url, sim.api_key)
-    key = os.environ.get(API_KEY_ENV, "")
-    if not key.strip():
-        raise CliError(f"{API_KEY_ENV} is not set: export your Robofy API key first.")
-    return run(settings.base_url, key)
+            return run(replace(settings, base_url=sim.base_url), sim.api_key)
+    return run(settings, _api_key())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -624,12 +614,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         raise CliError(f"no warehouse at {settings.duckdb_path}: run `robofy-etl sync` first")
     started = time.monotonic()
     try:
-        wh = Warehouse(
-            settings.duckdb_path,
-            lock_timeout_s=settings.lock_timeout_s,
-            memory_limit=settings.duckdb_memory_limit,
-            publish_storage_version=settings.publish_storage_version,
-        )
+        wh = Warehouse.from_settings(settings)
         with wh.transaction(run_id=f"rebuild-{datetime.now(UTC):%Y%m%dT%H%M%S}") as tx:
             results = build(tx.conn, full_refresh=True)
         published = wh.publish(settings.publish_path or None)

@@ -3,9 +3,16 @@
 Every setting is declared once here, with its variable name, default and meaning. A bad value
 fails at start-up with a message that names the variable and the allowed values. Numbers have a
 sane range (the ``MAX_*`` constants below), so ``inf``, ``nan``, ``0``, negatives and typos such
-as ``1e9`` fail at once instead of as a sync that hangs or never retries. The API key is not a
-setting of this object: it reaches the Dagster resource only through
-``dg.EnvVar("ROBOFY_API_KEY")``.
+as ``1e9`` fail at once instead of as a sync that hangs or never retries.
+
+The client (``ClientConfig.from_settings``) and the warehouse (``Warehouse.from_settings``) are
+built from a ``Settings``, and their defaults are ``DEFAULTS`` below: nothing else declares a
+default or checks a range. Callers that override a setting (the ``robofy-etl`` options) pass
+``Settings.from_env(overrides=...)``; nothing writes to ``os.environ``.
+
+The API key is not a field of ``Settings``, so it never shows in its repr, its ``as_env()`` or
+the Dagster config built from it: ``check_api_key`` validates it wherever it is read (the
+client, the CLI), and the Dagster resource reads it through ``dg.EnvVar("ROBOFY_API_KEY")``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,20 @@ MAX_MEMORY_BYTES = 4 * 10**12
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def check_api_key(key: str) -> str:
+    """``key`` if it can be sent in a header; else a SettingsError that never echoes it."""
+    if not key or not key.strip():
+        raise SettingsError(
+            f"{API_KEY_ENV} is empty: set it to the key from your Robofy dashboard."
+        )
+    if not key.isascii() or not key.isprintable() or " " in key:
+        raise SettingsError(
+            f"{API_KEY_ENV} contains spaces, line breaks or non-ASCII characters; "
+            "copy it again from the Robofy dashboard."
+        )
+    return key
 
 
 def _int_in(low: int, high: int, unit: str = "") -> Callable[[str, str], int]:
@@ -143,20 +164,28 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# The one grammar of sizes: what ROBOFY_DUCKDB_MEMORY_LIMIT accepts, and what DuckDB reports
+# (``current_setting('memory_limit')`` reads like ``152.5 MiB``).
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>(?:[KMGT]i?)?B)", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size_in_bytes(text: str) -> int | None:
+    """Read a size such as ``160MB``, ``1.5 GiB`` or ``152.5 MiB``; None if it is not one."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(float(match["number"]) * _UNITS[match["unit"].upper()])
 
 
 def _memory(name: str, raw: str) -> str:
-    value = raw.strip()
-    allowed = "a size from 16MB to 4TB, such as 160MB or 2GB"
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B)", value, re.IGNORECASE)
-    if match is None:
-        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
-    size = float(match[1]) * _UNITS[match[2].lower()]
-    if not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
-        raise SettingsError(f"{name} must be {allowed}, got {raw!r}")
-    return value
+    size = size_in_bytes(raw)
+    if size is None or not MIN_MEMORY_BYTES <= size <= MAX_MEMORY_BYTES:
+        raise SettingsError(
+            f"{name} must be a size from 16MB to 4TB, such as 160MB or 2GB, got {raw!r}"
+        )
+    return raw.strip()
 
 
 _STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+")
@@ -208,82 +237,95 @@ def _setting(env: str, default: str, parse: Callable[[str, str], Any], doc: str)
 class Settings:
     """Everything the pipeline reads from the environment, except the API key."""
 
-    base_url: str = _setting("ROBOFY_BASE_URL", DEFAULT_BASE_URL, _base_url, "Robofy API base URL.")
+    base_url: str = _setting(
+        "ROBOFY_BASE_URL",
+        DEFAULT_BASE_URL,
+        _base_url,
+        "API base URL (http or https, a host, port 1-65535; no credentials or query).",
+    )
     duckdb_path: str = _setting(
-        "ROBOFY_DUCKDB_PATH", "data/robofy.duckdb", _path, "The DuckDB warehouse file."
+        "ROBOFY_DUCKDB_PATH", "data/robofy.duckdb", _path, "The warehouse file."
     )
     publish_path: str = _setting(
         "ROBOFY_PUBLISH_PATH",
         "",
         lambda _n, raw: raw,
-        "Read-only copy for dashboards; default <ROBOFY_DUCKDB_PATH stem>.read.duckdb.",
+        "Read-only copy for dashboards (empty: `<stem>.read.duckdb` beside the warehouse file).",
     )
     publish_storage_version: str = _setting(
         "ROBOFY_PUBLISH_STORAGE_VERSION",
         "v1.4.0",
         _storage_version,
-        "DuckDB storage format of the published copy: vX.Y.Z (that DuckDB and newer open it) "
-        "or 'latest' (this DuckDB's own format).",
+        "DuckDB storage format of the published copy: `vX.Y.Z` (DuckDB of that version and "
+        "newer open it) or `latest` (this DuckDB's own format, which older readers cannot "
+        "open).",
     )
     start_date: date = _setting(
         "ROBOFY_START_DATE", "2026-01-01", _iso_date, "First daily partition (UTC day)."
     )
     auth_header: Literal["bearer", "api-key"] = _setting(
-        "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "'bearer' or 'api-key' header style."
+        "ROBOFY_AUTH_HEADER", "bearer", _auth_header, "`bearer` or `api-key` header style."
     )
     max_in_flight: int = _setting(
         "ROBOFY_MAX_IN_FLIGHT",
         "16",
         _int_in(1, MAX_IN_FLIGHT),
-        "Most API requests in flight at once.",
+        "Most requests in flight (1-256).",
     )
     max_rps: float | None = _setting(
-        "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
+        "ROBOFY_MAX_RPS",
+        "",
+        _optional_rate,
+        "Most requests per second (up to 10,000; empty, 0 or `off`: no cap).",
     )
     http_transport: Literal["stdlib", "httpx"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
         "stdlib",
         lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),
-        "'stdlib' (keep-alive http.client under httpx; least CPU) or 'httpx' (honours proxies).",
+        "`stdlib` (keep-alive, least CPU) or `httpx` (honours proxy variables).",
     )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S",
         "30",
         _number_up_to(MAX_TIMEOUT_S, "seconds"),
-        "Read timeout of one API request, seconds.",
+        "Read timeout per request, 0-600 s; one attempt ends within twice this, however slowly "
+        "a server answers.",
     )
     max_attempts: int = _setting(
         "ROBOFY_MAX_ATTEMPTS",
         "5",
         _int_in(1, MAX_ATTEMPTS),
-        "Attempts per request before giving up.",
+        "Attempts per request (1-20).",
     )
     retry_delay_s: float = _setting(
         "ROBOFY_RETRY_DELAY_S",
         "0.5",
         _number_up_to(MAX_RETRY_DELAY_S, "seconds"),
-        "First retry delay, doubled per attempt (Retry-After wins when the API sends it).",
+        "First retry delay, doubled per attempt (up to 60 s; `Retry-After` wins when the API "
+        "sends it).",
     )
     lock_timeout_s: float = _setting(
         "ROBOFY_LOCK_TIMEOUT_S",
         "300",
         _number_up_to(MAX_LOCK_TIMEOUT_S, "seconds"),
-        "How long a writer waits for another process to release the DuckDB file.",
+        "How long a writer waits for another process to release the DuckDB file (up to a day).",
     )
     duckdb_memory_limit: str = _setting(
         "ROBOFY_DUCKDB_MEMORY_LIMIT",
         "160MB",
         _memory,
-        "DuckDB buffer memory for loads and model builds; beyond it DuckDB spills to disk.",
+        "DuckDB buffer memory for loads and builds (spills beyond; 16MB-4TB); an out-of-memory "
+        "error names it.",
     )
     lookback_days: int = _setting(
         "ROBOFY_LOOKBACK_DAYS",
         "3",
         _int_in(0, MAX_LOOKBACK_DAYS, " days"),
-        "Recent days the schedules re-sync (conversations continue, stats are restated).",
+        "Recent days the schedules re-sync, as conversations continue and stats are restated "
+        "(0-366).",
     )
     naive_timezone: str = _setting(
-        "ROBOFY_NAIVE_TIMEZONE", "UTC", _timezone, "Time zone of timestamps sent without one."
+        "ROBOFY_NAIVE_TIMEZONE", "UTC", _timezone, "IANA time zone of timestamps sent without one."
     )
     stats_params: tuple[str, str, str, str] = _setting(
         "ROBOFY_STATS_PARAMS",
@@ -293,15 +335,32 @@ class Settings:
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Reads and validates every setting; raises SettingsError naming the bad variable."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Reads and validates every setting; raises SettingsError naming the bad variable.
+
+        Args:
+            environ: Where to read the variables (default: ``os.environ``); one missing takes
+                its default.
+            overrides: Values that win over ``environ``, by variable name, as a user would
+                write them (``{"ROBOFY_BASE_URL": "http://127.0.0.1:8080"}``): the
+                ``robofy-etl`` options pass theirs here.
+        """
+        env = {**(os.environ if environ is None else environ), **(overrides or {})}
+        unknown = set(overrides or ()) - {f.metadata["env"] for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"not a setting: {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             meta = f.metadata
             raw = env.get(meta["env"], meta["default"])
             values[f.name] = meta["parse"](meta["env"], raw)
         return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as the variable a user would set: ``from_env(s.as_env()) == s``."""
+        return {f.metadata["env"]: _unparse(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def resolved_publish_path(self) -> str:
@@ -311,9 +370,35 @@ class Settings:
         return str(db.with_name(f"{db.stem}.read.duckdb"))
 
 
+def _unparse(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)  # a date prints as 2026-01-31, a float as its shortest exact form
+
+
+DEFAULTS = Settings.from_env({})
+"""Every setting at its default: the defaults of ``ClientConfig`` and ``Warehouse``."""
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, for docs and `.env.example`."""
-    rows = [(API_KEY_ENV, "", "Robofy API key (secret; required).")]
+    """(variable, default, meaning) for every setting, for the README and `.env.example`."""
+    rows = [(API_KEY_ENV, "", "Robofy API key (required; secret: never logged or stored).")]
     for f in fields(Settings):
         rows.append((f.metadata["env"], f.metadata["default"], f.metadata["doc"]))
     return rows
+
+
+def settings_table() -> str:
+    """The README's table of settings (``scripts/gen_settings_doc.py`` writes it)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, doc in describe_settings():
+        shown = f"`{default}`" if default else "(required)" if env == API_KEY_ENV else "(empty)"
+        lines.append(f"| `{env}` | {shown} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def env_example() -> str:
+    """``.env.example``: every variable at its default, with its meaning."""
+    return "\n".join(f"# {doc}\n{env}={default}\n" for env, default, doc in describe_settings())

@@ -56,3 +56,40 @@ def test_a_bad_setting_exits_two_naming_the_variable(value: str) -> None:
     result = _cli("status", env={"ROBOFY_MAX_IN_FLIGHT": value})
     assert result.returncode == 2
     assert "ROBOFY_MAX_IN_FLIGHT" in result.stderr
+
+
+# In-process: the options and the demo's simulator reach the run as values, so the command
+# leaves the environment of the process that called it exactly as it found it.
+
+
+def test_options_override_settings_without_writing_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robofy_etl.cli import main
+
+    before = dict(os.environ)
+    missing = tmp_path / "elsewhere.duckdb"
+    assert main(["status", "--duckdb", str(missing), "--base-url", "http://127.0.0.1:9"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert main(["status", "--base-url", "ftp://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.startswith("robofy-etl: ROBOFY_BASE_URL must")
+    assert dict(os.environ) == before
+
+
+@pytest.mark.slow
+def test_demo_hands_the_simulator_to_the_run_without_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No key and no URL in the environment: the demo must pass the simulator's to Dagster."""
+    from robofy_etl.cli import main
+
+    for name in ("ROBOFY_API_KEY", "ROBOFY_BASE_URL", "ROBOFY_DUCKDB_PATH", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    db = tmp_path / "demo.duckdb"
+    assert main(["demo", "--scale", "tiny", "--duckdb", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "Checks: " in out
+    assert "failed" not in out
+    assert dict(os.environ) == before
+    assert (tmp_path / "demo.read.duckdb").exists()

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from robofy_etl.settings import Settings, SettingsError
+from robofy_etl.settings import (
+    Settings,
+    SettingsError,
+    check_api_key,
+    env_example,
+    settings_table,
+)
 
 # variable -> (values that must fail, the allowed range as the message states it)
 BAD_NUMBERS: dict[str, tuple[list[str], str]] = {
@@ -164,3 +170,66 @@ def test_the_publish_storage_version_reaches_the_warehouse(tmp_path: Path) -> No
     resource = build_definitions(settings).resources["warehouse"]
 
     assert resource.get_warehouse().publish_storage_version == "v1.0.0"
+
+
+def test_overrides_win_over_the_environment_and_are_checked_the_same_way() -> None:
+    environ = {"ROBOFY_BASE_URL": "https://agents.robofy.ai", "ROBOFY_MAX_IN_FLIGHT": "4"}
+    settings = Settings.from_env(environ, overrides={"ROBOFY_BASE_URL": "http://127.0.0.1:9/"})
+    assert settings.base_url == "http://127.0.0.1:9"
+    assert settings.max_in_flight == 4
+    with pytest.raises(SettingsError, match=r"^ROBOFY_BASE_URL must"):
+        Settings.from_env(environ, overrides={"ROBOFY_BASE_URL": "127.0.0.1:9"})
+    with pytest.raises(SettingsError, match="not a setting: ROBOFY_BASE_ULR"):
+        Settings.from_env(environ, overrides={"ROBOFY_BASE_ULR": "http://127.0.0.1:9"})
+
+
+def test_settings_round_trip_through_their_variables() -> None:
+    """`as_env()` is how the CLI's settings reach Dagster's resources: nothing may change."""
+    settings = Settings.from_env(
+        {
+            "ROBOFY_MAX_RPS": "2.5",
+            "ROBOFY_TIMEOUT_S": "0.1",
+            "ROBOFY_START_DATE": "2026-09-01",
+            "ROBOFY_STATS_PARAMS": "pid,cid,from,to",
+            "ROBOFY_DUCKDB_MEMORY_LIMIT": "1.5 GiB",
+            "ROBOFY_PUBLISH_PATH": "elsewhere.duckdb",
+        }
+    )
+    assert Settings.from_env(settings.as_env()) == settings
+    assert Settings.from_env(Settings.from_env({}).as_env()) == Settings.from_env({})
+    assert "ROBOFY_API_KEY" not in settings.as_env()
+
+
+@pytest.mark.parametrize(
+    "text", ["160MB", "1.5 GiB", "16000000B", "2gb", "512MiB", "2 G", "160", "MB", "1,5GB"]
+)
+def test_the_warehouse_and_the_settings_read_sizes_alike(text: str, tmp_path: Path) -> None:
+    """One grammar: a memory limit the settings accept, the warehouse accepts, and vice versa."""
+    from robofy_etl.warehouse import Warehouse, WarehouseError
+
+    try:
+        Settings.from_env({"ROBOFY_DUCKDB_MEMORY_LIMIT": text})
+        settings_accept = True
+    except SettingsError:
+        settings_accept = False
+    try:
+        Warehouse(tmp_path / "w.duckdb", memory_limit=text)
+        warehouse_accepts = True
+    except WarehouseError:
+        warehouse_accepts = False
+    assert settings_accept == warehouse_accepts
+
+
+@pytest.mark.parametrize("key", ["", "  ", "abc def", "abc\n", "ключ"])
+def test_a_bad_api_key_is_named_and_never_echoed(key: str) -> None:
+    with pytest.raises(SettingsError, match=r"^ROBOFY_API_KEY ") as caught:
+        check_api_key(key)
+    assert not key.strip() or key.strip() not in str(caught.value)
+
+
+def test_the_readme_and_env_example_list_the_settings_as_declared() -> None:
+    """Both are generated from the declarations (`make docs`); a new setting shows up in both."""
+    repo = Path(__file__).resolve().parents[1]
+    fix = "out of date: run `.venv/bin/python scripts/gen_settings_doc.py`"
+    assert settings_table() in (repo / "README.md").read_text(encoding="utf-8"), fix
+    assert (repo / ".env.example").read_text(encoding="utf-8") == env_example(), fix

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 import random
 import threading
@@ -32,7 +31,7 @@ from robofy_etl.api.errors import (
     api_error_from_response,
 )
 from robofy_etl.api.pagination import Page, describe_keys, extract_object, iter_pages
-from robofy_etl.api.records import _zone, normalize_record
+from robofy_etl.api.records import normalize_record
 from robofy_etl.api.retry import (
     RETRIABLE_EXCEPTIONS,
     RetryPolicy,
@@ -46,6 +45,7 @@ from robofy_etl.api.transport import (
     add_attempt_deadline,
     attempt_deadline,
 )
+from robofy_etl.settings import DEFAULTS, Settings, check_api_key
 
 __all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
 
@@ -66,6 +66,11 @@ class _NoCookies(httpx.Cookies):
 class ClientConfig:
     """Everything the client needs; no environment reads happen here.
 
+    Build it from the settings with `from_settings`: `Settings` declares and validates every
+    value that comes from the environment, and its defaults (`DEFAULTS`) are the defaults
+    here, so nothing is declared or checked twice. Only the key is checked here (it is not a
+    setting).
+
     Attributes:
         base_url: API root, e.g. `https://agents.robofy.ai` or a simulator URL.
         api_key: The API key; excluded from repr and never logged.
@@ -83,7 +88,7 @@ class ClientConfig:
         max_pages: Page cap per list (PaginationLoopError beyond it).
         retry: The retry policy.
         naive_timezone: Zone of timestamps without an offset (used by callers of
-            `parse_timestamp`; validated here so a typo fails at start-up).
+            `parse_timestamp`).
         stats_params: Query names of E8 for project id, chatbot id, start and end date.
         page_token_param: Query parameter that sends the next-page token back.
         http_transport: "stdlib" (default: keep-alive http.client connections, one per
@@ -91,56 +96,52 @@ class ClientConfig:
             proxy environment variables).
     """
 
-    base_url: str = "https://agents.robofy.ai"
+    base_url: str = DEFAULTS.base_url
     api_key: str = field(default="", repr=False)
-    auth_header: Literal["bearer", "api-key"] = "bearer"
-    timeout_s: float = 30.0
+    auth_header: Literal["bearer", "api-key"] = DEFAULTS.auth_header
+    timeout_s: float = DEFAULTS.timeout_s
     connect_timeout_s: float = 10.0
     attempt_timeout_s: float | None = None
-    max_in_flight: int = 16
-    max_requests_per_second: float | None = None
+    max_in_flight: int = DEFAULTS.max_in_flight
+    max_requests_per_second: float | None = DEFAULTS.max_rps
     max_pages: int = 10_000
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    naive_timezone: str = "UTC"
-    stats_params: tuple[str, str, str, str] = ("projectId", "chatbotId", "startDate", "endDate")
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            max_attempts=DEFAULTS.max_attempts, initial_delay=DEFAULTS.retry_delay_s
+        )
+    )
+    naive_timezone: str = DEFAULTS.naive_timezone
+    stats_params: tuple[str, str, str, str] = DEFAULTS.stats_params
     page_token_param: str = "nextPageToken"  # noqa: S105 - a query parameter name, not a secret
-    http_transport: Literal["stdlib", "httpx"] = "stdlib"
+    http_transport: Literal["stdlib", "httpx"] = DEFAULTS.http_transport
 
     def __post_init__(self) -> None:
-        """Fail fast, naming the setting, without ever echoing the key."""
-        if not self.api_key or not self.api_key.strip():
-            raise ValueError(
-                "ROBOFY_API_KEY is empty: set it to the key from your Robofy dashboard."
-            )
-        if not self.api_key.isascii() or not self.api_key.isprintable() or " " in self.api_key:
-            raise ValueError(
-                "ROBOFY_API_KEY contains spaces, line breaks or non-ASCII characters; "
-                "copy it again from the Robofy dashboard."
-            )
-        if self.auth_header not in ("bearer", "api-key"):
-            raise ValueError("ROBOFY_AUTH_HEADER must be 'bearer' or 'api-key'.")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError("ROBOFY_BASE_URL must start with http:// or https://.")
-        if self.max_in_flight < 1:
-            raise ValueError("ROBOFY_MAX_IN_FLIGHT must be at least 1.")
-        if self.max_requests_per_second is not None and self.max_requests_per_second <= 0:
-            raise ValueError("ROBOFY_MAX_RPS must be positive (or unset to disable pacing).")
-        timeouts = (self.timeout_s, self.connect_timeout_s, self.attempt_timeout)
-        if not all(0 < t < math.inf for t in timeouts):  # also rejects NaN
-            raise ValueError(
-                "ROBOFY_TIMEOUT_S, the connect timeout and the attempt timeout must be positive "
-                "finite numbers of seconds."
-            )
-        if self.max_pages < 1:
-            raise ValueError("max_pages must be at least 1.")
-        if len(self.stats_params) != 4:
-            raise ValueError("stats_params needs four names: project, chatbot, start, end.")
-        try:
-            _zone(self.naive_timezone)
-        except Exception as exc:
-            raise ValueError(
-                f"Unknown timezone {self.naive_timezone!r} for naive timestamps."
-            ) from exc
+        """Fail fast on a key that cannot work, without ever echoing it."""
+        check_api_key(self.api_key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, api_key: str, **overrides: Any) -> ClientConfig:
+        """The client `settings` describe, with `api_key`.
+
+        Args:
+            settings: The validated settings.
+            api_key: The API key (not a setting: it stays out of `Settings`).
+            overrides: Fields that win (`max_in_flight=2` for the probe, test knobs).
+        """
+        values: dict[str, Any] = {
+            "base_url": settings.base_url,
+            "auth_header": settings.auth_header,
+            "timeout_s": settings.timeout_s,
+            "max_in_flight": settings.max_in_flight,
+            "max_requests_per_second": settings.max_rps,
+            "http_transport": settings.http_transport,
+            "retry": RetryPolicy(
+                max_attempts=settings.max_attempts, initial_delay=settings.retry_delay_s
+            ),
+            "naive_timezone": settings.naive_timezone,
+            "stats_params": settings.stats_params,
+        }
+        return cls(api_key=api_key, **{**values, **overrides})
 
     @property
     def attempt_timeout(self) -> float:

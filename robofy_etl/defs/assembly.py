@@ -14,36 +14,33 @@ from robofy_etl.settings import API_KEY_ENV, Settings
 from robofy_etl.warehouse.models import discover
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Everything Dagster needs; local and production differ only by environment variables."""
+def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.Definitions:
+    """Everything Dagster needs; local and production differ only by environment variables.
+
+    Args:
+        settings: the settings every resource is configured from.
+        api_key: the API key, for runs started by this process (``robofy-etl sync``, which
+            passes its own settings and key). None (``dagster dev``, the daemon): read from
+            ``ROBOFY_API_KEY`` when a run starts, through ``dg.EnvVar``.
+    """
     partitions = daily_partitions(settings.start_date)
     models = discover()
+    env = settings.as_env()
+    robofy = RobofyResource(
+        api_key=dg.EnvVar(API_KEY_ENV) if api_key is None else api_key, settings=env
+    )
     return dg.Definitions(
         assets=[*raw_assets(partitions), model_assets(models)],
         asset_checks=all_checks(models),
         jobs=[sync_job()],
         schedules=schedules(settings.lookback_days),
         resources={
-            "robofy": RobofyResource(
-                api_key=dg.EnvVar(API_KEY_ENV),
-                base_url=settings.base_url,
-                auth_header=settings.auth_header,
-                max_in_flight=settings.max_in_flight,
-                max_rps=settings.max_rps,
-                http_transport=settings.http_transport,
-                timeout_s=settings.timeout_s,
-                max_attempts=settings.max_attempts,
-                retry_delay_s=settings.retry_delay_s,
-                naive_timezone=settings.naive_timezone,
-                stats_params=list(settings.stats_params),
-            ),
-            "warehouse": WarehouseResource(
-                path=settings.duckdb_path,
-                publish_path=settings.resolved_publish_path,
-                lock_timeout_s=settings.lock_timeout_s,
-                memory_limit=settings.duckdb_memory_limit,
-                publish_storage_version=settings.publish_storage_version,
-            ),
+            # A key given as a value would be stored as config with the run's snapshot in
+            # DAGSTER_HOME; handed over as a ready resource it has no config to store.
+            "robofy": robofy
+            if api_key is None
+            else dg.ResourceDefinition.hardcoded_resource(robofy, "The Robofy API"),
+            "warehouse": WarehouseResource(settings=env),
         },
         # One process, steps in order: DuckDB has one writer, and a step subprocess costs ~2 s.
         executor=dg.in_process_executor,

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from robofy_etl.settings import DEFAULTS, Settings, size_in_bytes
 from robofy_etl.warehouse import state
 from robofy_etl.warehouse.errors import (
     PATH_SETTING,
@@ -47,13 +48,12 @@ __all__ = [
     "Warehouse",
 ]
 
-DEFAULT_MEMORY_LIMIT = "160MB"
-_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+DEFAULT_MEMORY_LIMIT = DEFAULTS.duckdb_memory_limit
 
 logger = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_ENV = "ROBOFY_LOCK_TIMEOUT_S"
-DEFAULT_LOCK_TIMEOUT_S = 300.0
+DEFAULT_LOCK_TIMEOUT_S = DEFAULTS.lock_timeout_s
 LOCK_BACKOFF_INITIAL_S = 0.05
 LOCK_BACKOFF_MAX_S = 2.0
 # DuckDB's scan and join operators scale with threads; beyond a handful a load gains little and
@@ -70,7 +70,7 @@ PUBLISH_STORAGE_ENV = "ROBOFY_PUBLISH_STORAGE_VERSION"
 # The published copy is written in the storage format of this DuckDB release, so that readers
 # still on DuckDB 1.4 (BI tools, the DuckDB CLI of a distribution) can open it; the warehouse
 # file itself keeps this DuckDB's own format. "latest": DuckDB's default for new files.
-DEFAULT_PUBLISH_STORAGE_VERSION = "v1.4.0"
+DEFAULT_PUBLISH_STORAGE_VERSION = DEFAULTS.publish_storage_version
 _STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+|latest")
 # What readers query: the marts, and the pipeline's state for `robofy-etl status`.
 PUBLISHED_SCHEMAS = ("marts", "meta")
@@ -217,7 +217,7 @@ class Warehouse:
         self._sleep = sleep
         self._threads = threads or max(1, min(os.cpu_count() or 1, MAX_THREADS))
         self._memory_limit = memory_limit
-        if memory_limit is not None and not _MEMORY.fullmatch(memory_limit.strip()):
+        if memory_limit is not None and size_in_bytes(memory_limit) is None:
             raise WarehouseError(
                 f"memory limit must look like 160MB or 2GB, got {memory_limit!r}"
                 " (ROBOFY_DUCKDB_MEMORY_LIMIT)"
@@ -225,6 +225,21 @@ class Warehouse:
         self.publish_storage_version = _check_storage_version(publish_storage_version)
         self._initialized = False
         self._checked = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Warehouse:
+        """The warehouse ``settings`` describe (file, lock wait, memory, publish format).
+
+        Args:
+            settings: the validated settings.
+            overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait).
+        """
+        arguments: dict[str, Any] = {
+            "lock_timeout_s": settings.lock_timeout_s,
+            "memory_limit": settings.duckdb_memory_limit,
+            "publish_storage_version": settings.publish_storage_version,
+        }
+        return cls(settings.duckdb_path, **{**arguments, **overrides})
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"

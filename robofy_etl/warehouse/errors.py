@@ -10,7 +10,7 @@ WarehouseError
 
 from __future__ import annotations
 
-import re
+from robofy_etl.settings import size_in_bytes
 
 __all__ = [
     "MEMORY_LIMIT_ENV",
@@ -24,10 +24,6 @@ __all__ = [
 MEMORY_LIMIT_ENV = "ROBOFY_DUCKDB_MEMORY_LIMIT"
 # How a user chooses the warehouse file: the CLI option or the environment variable.
 PATH_SETTING = "--duckdb / ROBOFY_DUCKDB_PATH"
-
-_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>(?:[KMGT]i?)?B)", re.IGNORECASE)
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
-_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 
 
 class WarehouseError(Exception):
@@ -108,21 +104,6 @@ class WarehouseFileError(WarehouseError):
         super().__init__(message)
         self.path = path
         self.reason = reason
-
-
-def size_in_bytes(text: str) -> int | None:
-    """Read a size such as ``160MB``, ``1.5 GiB`` or DuckDB's ``152.5 MiB``.
-
-    Args:
-        text: the size.
-
-    Returns:
-        The number of bytes, or None if ``text`` is not a size.
-    """
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        return None
-    return int(float(match["number"]) * _UNITS[match["unit"].upper()])
 
 
 def suggest_memory_limit(memory_limit: str | None) -> str:

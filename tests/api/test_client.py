@@ -21,6 +21,7 @@ from robofy_etl.api import (
     RobofyNotFoundError,
 )
 from robofy_etl.api import client as client_module
+from robofy_etl.settings import DEFAULTS, Settings
 
 from .conftest import API_KEY, BASE_URL
 from .fakes import FakeRobofy, envelope
@@ -184,17 +185,36 @@ def test_only_get_is_ever_sent() -> None:
         assert node.args[0].value == "GET"
 
 
-def test_config_validation_names_the_setting() -> None:
-    with pytest.raises(ValueError, match="ROBOFY_AUTH_HEADER"):
-        ClientConfig(api_key="k", auth_header="basic")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="ROBOFY_BASE_URL"):
-        ClientConfig(api_key="k", base_url="agents.robofy.ai")
-    with pytest.raises(ValueError, match="ROBOFY_MAX_IN_FLIGHT"):
-        ClientConfig(api_key="k", max_in_flight=0)
-    with pytest.raises(ValueError, match="ROBOFY_MAX_RPS"):
-        ClientConfig(api_key="k", max_requests_per_second=0)
-    with pytest.raises(ValueError, match="timezone"):
-        ClientConfig(api_key="k", naive_timezone="Mars/Olympus")
+def test_config_from_settings_carries_every_client_setting() -> None:
+    """Settings validates (tests/test_settings.py); the client only takes what it says."""
+    settings = Settings.from_env(
+        {
+            "ROBOFY_BASE_URL": "http://127.0.0.1:8080/",
+            "ROBOFY_AUTH_HEADER": "api-key",
+            "ROBOFY_TIMEOUT_S": "12.5",
+            "ROBOFY_MAX_IN_FLIGHT": "3",
+            "ROBOFY_MAX_RPS": "7",
+            "ROBOFY_HTTP_TRANSPORT": "httpx",
+            "ROBOFY_MAX_ATTEMPTS": "9",
+            "ROBOFY_RETRY_DELAY_S": "0.25",
+            "ROBOFY_NAIVE_TIMEZONE": "Asia/Kolkata",
+            "ROBOFY_STATS_PARAMS": "p,c,s,e",
+        }
+    )
+    config = ClientConfig.from_settings(settings, api_key="k", max_in_flight=2)
+    assert (config.base_url, config.auth_header, config.timeout_s) == (
+        "http://127.0.0.1:8080",
+        "api-key",
+        12.5,
+    )
+    assert (config.max_in_flight, config.max_requests_per_second) == (2, 7.0)
+    assert config.http_transport == "httpx"
+    assert (config.retry.max_attempts, config.retry.initial_delay) == (9, 0.25)
+    assert (config.naive_timezone, config.stats_params) == ("Asia/Kolkata", ("p", "c", "s", "e"))
+
+
+def test_config_defaults_are_the_settings_defaults() -> None:
+    assert ClientConfig(api_key="k") == ClientConfig.from_settings(DEFAULTS, api_key="k")
 
 
 # -- pacing and concurrency -----------------------------------------------------------------

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_shared.serdes import serialize_value
 
+from robofy_etl.api import ClientConfig
 from robofy_etl.defs.assembly import build_definitions
-from robofy_etl.defs.schedules import RANGE_END, RANGE_START
+from robofy_etl.defs.resources import RobofyResource, WarehouseResource
+from robofy_etl.defs.schedules import RANGE_END, RANGE_START, SYNC_JOB
 from robofy_etl.settings import Settings, SettingsError
 
 RAW = {
@@ -134,12 +138,62 @@ def test_settings_defaults() -> None:
 
 
 def test_resource_never_shows_the_api_key() -> None:
-    from robofy_etl.defs.resources import RobofyResource
-
     resource = RobofyResource(api_key="sekrit-9d2f")
     assert "sekrit-9d2f" not in repr(resource)
     assert "sekrit-9d2f" not in str(resource)
     assert "sekrit-9d2f" not in repr(resource.client_config())
+
+
+def _stored_snapshot(defs: dg.Definitions) -> str:
+    """The sync job as a run stores it in DAGSTER_HOME (resource config included)."""
+    return serialize_value(defs.resolve_job_def(SYNC_JOB).get_job_snapshot())
+
+
+def test_a_key_handed_to_the_definitions_is_not_stored_with_the_run() -> None:
+    """`robofy-etl sync` passes its key in; a literal config value would land in run storage."""
+    secret = "sekrit-4b1e"
+    settings = Settings.from_env({})
+    handed = build_definitions(settings, api_key=secret)
+    assert secret not in _stored_snapshot(handed)
+    assert "ROBOFY_MAX_IN_FLIGHT" in _stored_snapshot(handed)  # the settings are visible
+
+    # The control: the same resource given as config would be stored.
+    from_env = build_definitions(settings)
+    literal = dg.Definitions(
+        assets=list(from_env.assets or []),
+        jobs=list(from_env.jobs or []),
+        resources={
+            **(from_env.resources or {}),
+            "robofy": RobofyResource(api_key=secret, settings=settings.as_env()),
+        },
+    )
+    assert secret in _stored_snapshot(literal)
+
+
+def test_resources_are_configured_from_the_settings() -> None:
+    settings = Settings.from_env(
+        {"ROBOFY_MAX_IN_FLIGHT": "3", "ROBOFY_DUCKDB_MEMORY_LIMIT": "1GiB"},
+        overrides={"ROBOFY_BASE_URL": "http://127.0.0.1:9"},
+    )
+    resources = build_definitions(settings).resources
+    assert resources["robofy"].settings == settings.as_env()
+    assert resources["warehouse"].settings == settings.as_env()
+    robofy = RobofyResource(api_key="k", settings=settings.as_env())
+    assert robofy.client_config() == ClientConfig.from_settings(settings, api_key="k")
+
+
+def test_a_value_set_in_the_launchpad_is_checked_by_the_settings(tmp_path: Path) -> None:
+    robofy = RobofyResource(api_key="k", settings={"ROBOFY_MAX_IN_FLIGHT": "0"})
+    with pytest.raises(SettingsError, match=r"^ROBOFY_MAX_IN_FLIGHT must"):
+        robofy.client_config()
+    warehouse = WarehouseResource(
+        settings={
+            "ROBOFY_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+            "ROBOFY_DUCKDB_MEMORY_LIMIT": "0",
+        }
+    )
+    with pytest.raises(SettingsError, match=r"^ROBOFY_DUCKDB_MEMORY_LIMIT must"):
+        warehouse.get_warehouse()
 
 
 def _report(instance: dg.DagsterInstance, graph: object, keys: list[dg.AssetKey], day: str) -> None:
