@@ -1,18 +1,16 @@
-"""The DuckDB back end: short-lived locked connections, one transaction per load, publishing."""
+"""The DuckDB back end: short-lived locked connections, one transaction per load, publishing
+(the copy itself is written by ``publish.py``)."""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from robofy_etl.settings import DEFAULTS, Settings, size_in_bytes
-from robofy_etl.warehouse import state
+from robofy_etl.warehouse import publish, state
 from robofy_etl.warehouse.errors import (
     PATH_SETTING,
     WarehouseError,
@@ -37,13 +35,11 @@ from robofy_etl.warehouse.load import (
     merge_snapshot,
     replace_slice,
 )
+from robofy_etl.warehouse.publish import DEFAULT_PUBLISH_STORAGE_VERSION
 from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
 
 __all__ = [
-    "DEFAULT_PUBLISH_STORAGE_VERSION",
     "LOCK_TIMEOUT_ENV",
-    "PUBLISH_STORAGE_ENV",
-    "UNPUBLISHED_TABLES",
     "Transaction",
     "Warehouse",
 ]
@@ -65,22 +61,6 @@ _HEADERS_SIZE = 3 * 4096
 # What DuckDB says when a read finds a block missing or not what was written.
 _DAMAGE_MESSAGES = ("Corrupt database file", "Could not read enough bytes from file")
 _HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
-
-PUBLISH_STORAGE_ENV = "ROBOFY_PUBLISH_STORAGE_VERSION"
-# The published copy is written in the storage format of this DuckDB release, so that readers
-# still on DuckDB 1.4 (BI tools, the DuckDB CLI of a distribution) can open it; the warehouse
-# file itself keeps this DuckDB's own format. "latest": DuckDB's default for new files.
-DEFAULT_PUBLISH_STORAGE_VERSION = DEFAULTS.publish_storage_version
-_STORAGE_VERSION = re.compile(r"v\d+\.\d+\.\d+|latest")
-# What readers query: the marts, and the pipeline's state for `robofy-etl status`.
-PUBLISHED_SCHEMAS = ("marts", "meta")
-# Left out of the published copy: every row ever removed from raw, kept for operators working
-# on the warehouse file itself; it grows with history and no reader queries it.
-UNPUBLISHED_TABLES = frozenset({"meta.removed_rows"})
-_PUBLISH_ALIAS = "robofy_publish"
-# In the published copy: the last model build it holds, and its storage version.
-_STAMP = "meta._published_build"
-_CHANGELOG = "changelog"  # incremental.CHANGELOG (the marts' change log; never published)
 
 # DuckDB shares one database instance between connections of the same process, so its file
 # lock does not serialize writers inside one process; this does (re-entrant for nesting).
@@ -222,7 +202,7 @@ class Warehouse:
                 f"memory limit must look like 160MB or 2GB, got {memory_limit!r}"
                 " (ROBOFY_DUCKDB_MEMORY_LIMIT)"
             )
-        self.publish_storage_version = _check_storage_version(publish_storage_version)
+        self.publish_storage_version = publish.check_storage_version(publish_storage_version)
         self._initialized = False
         self._checked = False
 
@@ -557,9 +537,9 @@ class Warehouse:
         """Publish an atomic, consistent, read-only copy of what readers query.
 
         The copy holds the ``marts`` tables (views materialized as tables, since what they
-        read is not copied) and the ``meta`` tables except ``UNPUBLISHED_TABLES``, with their
-        table and column comments; not ``raw`` or ``staging``. It is written in the storage
-        format ``publish_storage_version``, so older DuckDB readers can open it.
+        read is not copied) and the ``meta`` tables except ``publish.UNPUBLISHED_TABLES``,
+        with their table and column comments; not ``raw`` or ``staging``. It is written in the
+        storage format ``publish_storage_version``, so older DuckDB readers can open it.
 
         Takes the write lock, writes the copy to ``<target>.tmp-<pid>`` in one transaction
         (a consistent snapshot), fsyncs it, and renames it onto ``target``, all while holding
@@ -587,24 +567,18 @@ class Warehouse:
             with self._connect(read_only=False, doing=f"publishing {dest}") as conn:
                 # Only the holder of the write lock writes and renames a temp copy, so every
                 # other one beside the target is what a killed publish left behind.
-                _remove_stale_copies(dest, keep=tmp)
-                _remove_copy(tmp)  # this process's own, if an earlier publish could not
+                publish.remove_stale_copies(dest, keep=tmp)
+                publish.remove_copy(tmp)  # this process's own, if an earlier publish could not
                 if not self._initialized:
                     self._create_all(conn)
-                latest = _latest_build(conn)
-                copied = self._update_copy(conn, dest, tmp, latest) if dest.exists() else None
-                how = "updated" if copied is not None else "written"
-                if copied is None:
-                    copied = self._write_copy(conn, tmp, latest)
-                with tmp.open("rb+") as handle:
-                    os.fsync(handle.fileno())
+                how, copied = publish.write_copy(conn, dest, tmp, self.publish_storage_version)
                 # A stale WAL beside the target would be replayed into the new copy on open.
                 Path(f"{dest}.wal").unlink(missing_ok=True)
                 os.replace(tmp, dest)
-                _fsync_dir(dest.parent)
-                _forget_published_changes(conn, latest)
+                publish.fsync_dir(dest.parent)
+                publish.forget_published(conn)
         finally:
-            _remove_copy(tmp)
+            publish.remove_copy(tmp)
         logger.info(
             "published %s -> %s (%s: %d tables, %.1f MB, storage %s, in %.2f s)",
             self.path,
@@ -616,271 +590,6 @@ class Warehouse:
             time.monotonic() - started,
         )
         return dest
-
-    def _update_copy(
-        self, conn: duckdb.DuckDBPyConnection, dest: Path, tmp: Path, latest: int | None
-    ) -> int | None:
-        """Bring a copy of the published file up to date with the builds since it was written.
-
-        The copy's stamp names the last build it holds; the marts' change log has the keys every
-        later incremental build replaced, so only those keys' rows are rewritten (and the small
-        ``meta`` tables in full). Returns None, leaving a full copy to the caller, when that is
-        not possible: no stamp or another storage version, a mart rebuilt in full since, marts
-        added or dropped, or a copy that is not the one this warehouse last published.
-        """
-        if latest is None:
-            return None
-        alias = _PUBLISH_ALIAS
-        try:
-            shutil.copyfile(dest, tmp)
-            conn.execute(f"ATTACH {_literal(str(tmp))} AS {alias}")
-        except (OSError, duckdb.Error) as exc:
-            logger.info("publishing: cannot update %s (%s); writing it in full", dest, exc)
-            _remove_copy(tmp)
-            return None
-        try:
-            done = self._apply_changes(conn, latest)
-        except duckdb.Error as exc:
-            logger.warning("publishing: updating %s failed (%s); writing it in full", dest, exc)
-            done = None
-        finally:
-            with _suppressed(f"detaching {tmp}"):
-                conn.execute(f"DETACH {alias}")
-        if done is None:
-            _remove_copy(tmp)
-        return done
-
-    def _apply_changes(self, conn: duckdb.DuckDBPyConnection, latest: int) -> int | None:
-        alias = _PUBLISH_ALIAS
-        stamp = conn.execute(
-            "select count(*) from duckdb_tables() where database_name = ?"
-            " and schema_name = 'meta' and table_name = '_published_build'",
-            [alias],
-        ).fetchall()[0][0]
-        if not stamp:
-            return None
-        rows = conn.execute(f"select build_id, storage from {alias}.{_STAMP}").fetchall()
-        published = conn.execute(f"select max(build_id) from {_CHANGELOG}.published").fetchall()
-        if len(rows) != 1 or rows[0][1] != self.publish_storage_version:
-            return None
-        since = int(rows[0][0])
-        if published[0][0] is None or int(published[0][0]) != since:
-            return None  # not the copy this warehouse last published: its changes are gone
-        (fulls,) = conn.execute(
-            f"select count(*) from {_CHANGELOG}.builds"
-            " where build_id > ? and mode <> 'incremental'",
-            [since],
-        ).fetchall()[0]
-        marts = [(s, n) for s, n, _ in _published_relations(conn) if s == "marts"]
-        copied_marts = conn.execute(
-            "select schema_name, table_name from duckdb_tables() where database_name = ?"
-            " and schema_name = 'marts' order by all",
-            [alias],
-        ).fetchall()
-        if fulls or sorted(marts) != sorted(copied_marts):
-            return None
-        conn.execute("SET preserve_insertion_order = false")
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            for schema, name in marts:
-                log = f"{_CHANGELOG}.{schema}__{name}"
-                columns = [
-                    c
-                    for (c,) in conn.execute(
-                        "select column_name from duckdb_columns() where database_name ="
-                        " current_database() and schema_name = ? and table_name = ?"
-                        " order by column_index",
-                        [_CHANGELOG, f"{schema}__{name}"],
-                    ).fetchall()
-                    if c != "_build_id"
-                ]
-                if not columns:
-                    continue  # never built incrementally: unchanged since the copy
-                key = ", ".join(_ident(c) for c in columns)
-                keys = f"(select {key} from {log} where _build_id > {since})"
-                target, source = f"{alias}.{schema}.{_ident(name)}", f"{schema}.{_ident(name)}"
-                conn.execute(f"delete from {target} where ({key}) in {keys}")
-                conn.execute(f"insert into {target} select * from {source} where ({key}) in {keys}")
-            meta = [(s, n) for s, n, _ in _published_relations(conn) if s == "meta"]
-            for schema, name in meta:
-                target = f"{alias}.{schema}.{_ident(name)}"
-                conn.execute(f"drop table if exists {target}")
-                conn.execute(f"create table {target} as select * from {schema}.{_ident(name)}")
-            conn.execute(f"update {alias}.{_STAMP} set build_id = ?", [latest])
-            conn.execute("COMMIT")
-        except BaseException:
-            with _suppressed("rollback of the publish update"):
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            with _suppressed("resetting preserve_insertion_order"):
-                conn.execute("RESET preserve_insertion_order")
-        conn.execute(f"CHECKPOINT {alias}")
-        return len(marts) + len(meta)
-
-    def _write_copy(
-        self, conn: duckdb.DuckDBPyConnection, tmp: Path, latest: int | None = None
-    ) -> int:
-        """Write the published relations into a new DuckDB file ``tmp``; returns how many.
-
-        Runs in one transaction on ``conn`` (which holds the write lock), so every table is
-        copied from the same snapshot; the file is complete and checkpointed when this returns.
-        """
-        version = self.publish_storage_version
-        options = "" if version == "latest" else f" (STORAGE_VERSION '{version}')"
-        alias = _PUBLISH_ALIAS
-        try:
-            conn.execute(f"ATTACH {_literal(str(tmp))} AS {alias}{options}")
-        except duckdb.InvalidInputException as exc:
-            raise WarehouseError(
-                f"this DuckDB ({duckdb.__version__}) cannot write storage version {version!r} "
-                f"({PUBLISH_STORAGE_ENV}): {str(exc).strip()}"
-            ) from exc
-        # Rows may land in the copy in any order (SQL gives none without ORDER BY): keeping
-        # the source's order makes DuckDB buffer the big tables, which under the default
-        # 160MB limit doubles the time (365 days of a large account: 24 s instead of 12 s).
-        conn.execute("SET preserve_insertion_order = false")
-        try:
-            conn.execute("BEGIN TRANSACTION")
-            try:
-                relations = _published_relations(conn)
-                for schema in PUBLISHED_SCHEMAS:
-                    conn.execute(f"create schema {alias}.{_ident(schema)}")
-                for schema, name, comment in relations:
-                    source = f"{_ident(schema)}.{_ident(name)}"
-                    copy = f"{alias}.{source}"
-                    conn.execute(f"create table {copy} as select * from {source}")
-                    if comment:
-                        conn.execute(f"comment on table {copy} is {_literal(comment)}")
-                    for column, text in conn.execute(
-                        "select column_name, comment from duckdb_columns()"
-                        " where database_name = current_database() and schema_name = ?"
-                        " and table_name = ? and comment is not null and comment <> ''"
-                        " order by column_index",
-                        [schema, name],
-                    ).fetchall():
-                        conn.execute(
-                            f"comment on column {copy}.{_ident(column)} is {_literal(text)}"
-                        )
-                if latest is not None:  # the stamp an update of this copy starts from
-                    conn.execute(
-                        f"create table {alias}.{_STAMP} as select ?::bigint as build_id,"
-                        " ?::varchar as storage",
-                        [latest, version],
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                with _suppressed("rollback of the publish transaction"):
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute(f"CHECKPOINT {alias}")
-        finally:
-            with _suppressed(f"detaching {tmp}"):
-                conn.execute(f"DETACH {alias}")
-            with _suppressed("resetting preserve_insertion_order"):
-                conn.execute("RESET preserve_insertion_order")  # a global setting
-        return len(relations)
-
-
-def _latest_build(conn: duckdb.DuckDBPyConnection) -> int | None:
-    """The id of the last model build (the marts' change log), or None before any."""
-    exists = conn.execute(
-        "select count(*) from duckdb_tables() where database_name = current_database()"
-        " and schema_name = ? and table_name = 'builds'",
-        [_CHANGELOG],
-    ).fetchall()[0][0]
-    if not exists:
-        return None
-    value = conn.execute(f"select max(build_id) from {_CHANGELOG}.builds").fetchall()[0][0]
-    return None if value is None else int(value)
-
-
-def _forget_published_changes(conn: duckdb.DuckDBPyConnection, latest: int | None) -> None:
-    """After a publish of build ``latest``: its changes are in the copy, drop them from the log."""
-    if latest is None:
-        return
-    conn.execute(f"create table if not exists {_CHANGELOG}.published (build_id BIGINT)")
-    conn.execute(f"delete from {_CHANGELOG}.published")
-    conn.execute(f"insert into {_CHANGELOG}.published values (?)", [latest])
-    for (name,) in conn.execute(
-        "select table_name from duckdb_tables() where database_name = current_database()"
-        " and schema_name = ? and table_name not in ('builds', 'published')",
-        [_CHANGELOG],
-    ).fetchall():
-        conn.execute(f"delete from {_CHANGELOG}.{_ident(name)} where _build_id <= ?", [latest])
-
-
-def _published_relations(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | None]]:
-    """``(schema, name, comment)`` of every table and view the published copy holds."""
-    rows = conn.execute(
-        """
-        select schema_name, table_name, comment from duckdb_tables()
-        where database_name = current_database() and schema_name in (select unnest($schemas))
-        union all
-        select schema_name, view_name, comment from duckdb_views()
-        where database_name = current_database() and schema_name in (select unnest($schemas))
-            and not internal
-        order by all
-        """,
-        {"schemas": list(PUBLISHED_SCHEMAS)},
-    ).fetchall()
-    return [
-        (str(schema), str(name), comment)
-        for schema, name, comment in rows
-        if f"{schema}.{name}" not in UNPUBLISHED_TABLES
-    ]
-
-
-@lru_cache(maxsize=8)
-def _check_storage_version(version: str) -> str:
-    """``version`` if this DuckDB can write that storage format; else a ``WarehouseError``.
-
-    Checked once per value and process, on a throwaway in-memory database, so that a bad
-    ``ROBOFY_PUBLISH_STORAGE_VERSION`` fails when the warehouse is set up, not after a sync.
-    """
-    value = version.strip()
-    if not _STORAGE_VERSION.fullmatch(value):
-        raise WarehouseError(
-            f"{PUBLISH_STORAGE_ENV} must be a DuckDB version such as v1.4.0 or 'latest', "
-            f"got {version!r}"
-        )
-    if value != "latest":
-        with duckdb.connect(":memory:") as conn:
-            try:
-                conn.execute(f"ATTACH ':memory:' AS probe (STORAGE_VERSION '{value}')")
-            except duckdb.Error as exc:
-                known = str(exc).partition("valid options are:")[2].strip()
-                raise WarehouseError(
-                    f"{PUBLISH_STORAGE_ENV}={value} is not a storage version this DuckDB "
-                    f"({duckdb.__version__}) knows"
-                    + (f"; it knows {known}" if known else f": {str(exc).strip()}")
-                ) from exc
-    return value
-
-
-def _ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    """A quoted SQL string literal (for statements that take no parameters)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-@contextmanager
-def _suppressed(doing: str) -> Iterator[None]:
-    """Log, rather than raise, a DuckDB error of a clean-up step, so it hides no first error."""
-    try:
-        yield
-    except duckdb.Error:
-        logger.exception("publishing: %s failed", doing)
-
-
-def _remove_copy(path: Path) -> None:
-    """Delete a temp copy and the WAL DuckDB may have left beside it."""
-    path.unlink(missing_ok=True)
-    Path(f"{path}.wal").unlink(missing_ok=True)
 
 
 def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:
@@ -938,43 +647,6 @@ def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None
     return None
 
 
-def _remove_stale_copies(dest: Path, keep: Path) -> None:
-    """Delete the ``<dest>.tmp-<pid>`` copies beside ``dest`` other than ``keep``, logging each.
-
-    Call it only while holding the write lock (see ``Warehouse.publish``).
-    """
-    name = re.compile(re.escape(dest.name) + r"\.tmp-(?P<pid>\d+)(\.wal)?")
-    for path in sorted(dest.parent.glob(f"{glob.escape(dest.name)}.tmp-*")):
-        match = name.fullmatch(path.name)
-        if match is None or path == keep:
-            continue
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        logger.warning(
-            "removed %s (%.1f MB), a copy left by a publish that did not finish (PID %s)",
-            path,
-            size / 1e6,
-            match["pid"],
-        )
-
-
 def _holder_text(message: str) -> str:
     match = _HOLDER.search(message)
     return f"PID {match['pid']}, {match['process']}" if match else "holder unknown"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

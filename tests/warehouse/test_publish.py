@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from robofy_etl.warehouse import Slice, Warehouse, WarehouseError
-from robofy_etl.warehouse import duckdb as backend
+from robofy_etl.warehouse import publish as backend
 
 from .conftest import message_row, session_row
 
