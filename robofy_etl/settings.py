@@ -240,11 +240,11 @@ class Settings:
     max_rps: float | None = _setting(
         "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
     )
-    http_transport: Literal["stdlib", "httpx"] = _setting(
+    http_transport: Literal["urllib3", "httpx", "stdlib"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
-        "stdlib",
-        lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),
-        "'stdlib' (keep-alive http.client under httpx; least CPU) or 'httpx' (honours proxies).",
+        "urllib3",
+        lambda name, raw: _choice(name, raw, ("urllib3", "httpx", "stdlib")),
+        "'urllib3' (urllib3's pool under httpx; least CPU) or 'httpx' (httpx's own pool).",
     )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S",
