@@ -240,11 +240,16 @@ class Settings:
     max_rps: float | None = _setting(
         "ROBOFY_MAX_RPS", "", _optional_rate, "Most API requests per second (empty: no cap)."
     )
-    http_transport: Literal["urllib3", "httpx", "stdlib"] = _setting(
+    http_transport: Literal["urllib3", "httpx"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
         "urllib3",
-        lambda name, raw: _choice(name, raw, ("urllib3", "httpx", "stdlib")),
-        "'urllib3' (urllib3's pool under httpx; least CPU) or 'httpx' (httpx's own pool).",
+        # 'stdlib' named the hand-written transport that urllib3 replaced (issue 10): an old
+        # .env that still says so gets the new default rather than a start-up error.
+        lambda name, raw: _choice(
+            name, "urllib3" if raw.strip().lower() == "stdlib" else raw, ("urllib3", "httpx")
+        ),
+        "'urllib3' (urllib3's pool under httpx; least CPU) or 'httpx' (httpx's own pool); "
+        "both honour HTTP(S)_PROXY and NO_PROXY. 'stdlib' (removed) is read as 'urllib3'.",
     )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S",

@@ -164,3 +164,14 @@ def test_the_publish_storage_version_reaches_the_warehouse(tmp_path: Path) -> No
     resource = build_definitions(settings).resources["warehouse"]
 
     assert resource.get_warehouse().publish_storage_version == "v1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "urllib3"), ("urllib3", "urllib3"), ("HTTPX", "httpx"), ("stdlib", "urllib3")],
+)
+def test_http_transport_choices_and_the_removed_stdlib_one(value: str, expected: str) -> None:
+    """Issue 10: 'stdlib' named the hand-written transport urllib3 replaced; an old .env that
+    still says so gets the new default, not a start-up error."""
+    env = {"ROBOFY_HTTP_TRANSPORT": value} if value else {}
+    assert Settings.from_env(env).http_transport == expected

@@ -104,7 +104,7 @@ class ClientConfig:
     naive_timezone: str = "UTC"
     stats_params: tuple[str, str, str, str] = ("projectId", "chatbotId", "startDate", "endDate")
     page_token_param: str = "nextPageToken"  # noqa: S105 - a query parameter name, not a secret
-    http_transport: Literal["urllib3", "httpx", "stdlib"] = "urllib3"
+    http_transport: Literal["urllib3", "httpx"] = "urllib3"
 
     def __post_init__(self) -> None:
         """Fail fast, naming the setting, without ever echoing the key."""
@@ -254,14 +254,6 @@ class RobofyClient:
                 read_timeout=config.timeout_s,
                 attempt_timeout=config.attempt_timeout,
                 max_connections=pool,
-            )
-        elif transport is None and config.http_transport == "stdlib":
-            from robofy_etl.api._stdlib_transport import StdlibTransport
-
-            transport = StdlibTransport(
-                connect_timeout=config.connect_timeout_s,
-                read_timeout=config.timeout_s,
-                attempt_timeout=config.attempt_timeout,
             )
         self._base_url = config.base_url.rstrip("/")
         self._http = httpx.Client(

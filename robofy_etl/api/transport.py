@@ -87,6 +87,10 @@ firewall dropped without a word, which would otherwise cost a full read timeout.
 
 _SCHEMES = ("http", "https")
 
+# urllib3 neither retries nor follows redirects: the client retries, in one place. One shared
+# object, as urllib3 would otherwise build one per request.
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False, raise_on_redirect=False)
+
 # NO_PROXY matching as urllib does it on every platform (``urllib.request.proxy_bypass`` asks
 # the system settings instead on macOS and Windows). Present since Python 3.0, but left out of
 # the type stubs.
@@ -310,7 +314,7 @@ class Urllib3Transport(httpx.BaseTransport):
                 "timeout": self._timeout,
                 "maxsize": self._max_connections,
                 "block": False,
-                "retries": False,
+                "retries": _NO_RETRIES,
                 "ssl_context": self._context(),
             }
             if proxy is None:
@@ -360,7 +364,7 @@ class Urllib3Transport(httpx.BaseTransport):
                 target,
                 body=request.read() or None,
                 headers=headers,
-                retries=False,
+                retries=_NO_RETRIES,
                 redirect=False,
                 assert_same_host=False,
                 preload_content=True,

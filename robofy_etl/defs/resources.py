@@ -23,7 +23,7 @@ class RobofyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     auth_header: Literal["bearer", "api-key"] = "bearer"
     max_in_flight: int = 16
     max_rps: float | None = None
-    http_transport: Literal["urllib3", "httpx", "stdlib"] = "urllib3"
+    http_transport: Literal["urllib3", "httpx"] = "urllib3"
     timeout_s: float = 30.0
     max_attempts: int = 5
     retry_delay_s: float = 0.5
