@@ -4,6 +4,7 @@ The server runs in a subprocess (the built-in simulator when importable, else a 
 loopback server defined here), so `time.process_time()` measures the client's CPU only.
 
     .venv/bin/python benchmarks/bench_client.py [--latency-ms 20] [--levels 1,4,16,64]
+        [--transport urllib3|httpx]
 
 Prints a markdown table: achieved requests/s against the latency bound `in_flight / latency`,
 and client CPU per request.
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import cycle, islice
 
@@ -144,11 +146,17 @@ def _first_page(api: RobofyClient, pair: tuple[str, str]) -> int:
 
 
 def run(
-    base_url: str, simulated: bool, latency_ms: float, levels: list[int], seconds: float
+    base_url: str,
+    simulated: bool,
+    latency_ms: float,
+    levels: list[int],
+    seconds: float,
+    transport: str = "urllib3",
 ) -> str:
     """Measure each in-flight level; return the markdown table."""
     latency_s = latency_ms / 1000.0
-    with RobofyClient(ClientConfig(base_url=base_url, api_key=API_KEY)) as api:
+    base = ClientConfig(base_url=base_url, api_key=API_KEY, http_transport=transport)  # type: ignore[arg-type]
+    with RobofyClient(base) as api:
         pool = _tasks(api, simulated, 2000)
     rows = [
         "| in flight | requests | wall s | achieved req/s | bound req/s | % of bound "
@@ -157,7 +165,7 @@ def run(
     ]
     for level in levels:
         count = max(40, int(seconds * level / latency_s))
-        config = ClientConfig(base_url=base_url, api_key=API_KEY, max_in_flight=level)
+        config = replace(base, max_in_flight=level)
         with RobofyClient(config) as api:
             warm = list(islice(cycle(pool), level * 2))
             for _ in api.fan_out(warm, lambda p: _first_page(api, p)):
@@ -185,6 +193,11 @@ def main() -> None:
     parser.add_argument("--levels", default="1,4,16,64")
     parser.add_argument("--seconds", type=float, default=2.0, help="target duration per level")
     parser.add_argument("--server", choices=["auto", "simulator", "fallback"], default="auto")
+    parser.add_argument(
+        "--transport",
+        default="urllib3",
+        help="the client's http_transport (default: urllib3, the client's default)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -193,12 +206,22 @@ def main() -> None:
     proc, base_url, kind = _start_server(args.latency_ms, args.server)
     try:
         levels = [int(x) for x in args.levels.split(",")]
-        table = run(base_url, kind.startswith("simulator"), args.latency_ms, levels, args.seconds)
+        table = run(
+            base_url,
+            kind.startswith("simulator"),
+            args.latency_ms,
+            levels,
+            args.seconds,
+            args.transport,
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     cpus = os.cpu_count()
-    print(f"Server: {kind}, {args.latency_ms:g} ms latency, in a subprocess; {cpus} CPUs\n")
+    print(
+        f"Server: {kind}, {args.latency_ms:g} ms latency, in a subprocess; {cpus} CPUs; "
+        f"transport {args.transport}\n"
+    )
     print(table)
 
 

@@ -278,11 +278,16 @@ class Settings:
         _optional_rate,
         "Most requests per second (up to 10,000; empty, 0 or `off`: no cap).",
     )
-    http_transport: Literal["stdlib", "httpx"] = _setting(
+    http_transport: Literal["urllib3", "httpx"] = _setting(
         "ROBOFY_HTTP_TRANSPORT",
-        "stdlib",
-        lambda name, raw: _choice(name, raw, ("stdlib", "httpx")),
-        "`stdlib` (keep-alive, least CPU) or `httpx` (honours proxy variables).",
+        "urllib3",
+        # 'stdlib' named the hand-written transport that urllib3 replaced (issue 10): an old
+        # .env that still says so gets the new default rather than a start-up error.
+        lambda name, raw: _choice(
+            name, "urllib3" if raw.strip().lower() == "stdlib" else raw, ("urllib3", "httpx")
+        ),
+        "'urllib3' (urllib3's pool under httpx; least CPU) or 'httpx' (httpx's own pool); "
+        "both honour HTTP(S)_PROXY and NO_PROXY. 'stdlib' (removed) is read as 'urllib3'.",
     )
     timeout_s: float = _setting(
         "ROBOFY_TIMEOUT_S",

@@ -233,3 +233,14 @@ def test_the_readme_and_env_example_list_the_settings_as_declared() -> None:
     fix = "out of date: run `.venv/bin/python scripts/gen_settings_doc.py`"
     assert settings_table() in (repo / "README.md").read_text(encoding="utf-8"), fix
     assert (repo / ".env.example").read_text(encoding="utf-8") == env_example(), fix
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "urllib3"), ("urllib3", "urllib3"), ("HTTPX", "httpx"), ("stdlib", "urllib3")],
+)
+def test_http_transport_choices_and_the_removed_stdlib_one(value: str, expected: str) -> None:
+    """Issue 10: 'stdlib' named the hand-written transport urllib3 replaced; an old .env that
+    still says so gets the new default, not a start-up error."""
+    env = {"ROBOFY_HTTP_TRANSPORT": value} if value else {}
+    assert Settings.from_env(env).http_transport == expected

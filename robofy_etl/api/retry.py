@@ -95,8 +95,8 @@ def should_retry(
 def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """Find the certificate-verification failure behind `exc`, if there is one.
 
-    httpx (and the stdlib transport) raise `httpx.ConnectError` for every TLS handshake failure,
-    with the `ssl` error as its cause. A certificate that cannot be verified (unknown or
+    httpx and the client's urllib3 transport raise `httpx.ConnectError` for every TLS handshake
+    failure, with the `ssl` error as its cause. A certificate that cannot be verified (unknown or
     self-signed CA, expired, hostname mismatch) fails the same way on every attempt, so it is
     never retried; other TLS errors (a reset mid-handshake) stay retriable.
 

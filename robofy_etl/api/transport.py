@@ -1,64 +1,75 @@
-"""An httpx transport that speaks HTTP/1.1 over plain sockets: one keep-alive connection per thread.
+"""The client's default httpx transport: urllib3's pools, proxies from the environment, TLS.
 
-Why: a sync is tens of thousands of small GETs from a thread pool, so CPU per request sets the
-pace (design.md section 6). Measured on the benchmark machine, per request:
+Why urllib3 under httpx: a sync is thousands of small GETs from a thread pool, so CPU per
+request matters (design.md section 6), and httpx's own transport (httpcore) spends most of it in
+its shared pool at 16 threads. urllib3 2.x is a maintained HTTP/1.1 stack (``http.client``
+underneath) with a thread-safe connection pool, CONNECT tunnels and TLS. The httpx ``Client``
+above it (URLs, headers, content decoding, ``Response``, ``MockTransport`` in tests) stays as it
+is; `Urllib3Transport` only moves bytes.
 
-- httpx's default transport (httpcore): about 0.8 ms of CPU at 16 threads, mostly in its
-  shared connection pool;
-- ``http.client`` with one connection per thread: about 0.19 ms, most of it parsing headers
-  through ``email.parser``;
-- this transport: about 0.04 ms. It writes the request head in one ``sendall`` and reads the
-  response with the buffered reader's C ``readline``.
+What it adds to urllib3:
 
-The httpx ``Client`` above it (URLs, headers, decoding, ``Response``, ``MockTransport`` in
-tests) stays as it is. Each thread keeps its own connection per origin, so there is no pool
-lock to contend on.
-
-What it speaks: HTTP/1.1 and 1.0 responses with ``Content-Length``, chunked transfer encoding,
-or a body delimited by closing the connection; interim 1xx responses are skipped; ``Connection:
-close`` is honoured; TLS through ``ssl``. Compressed bodies are decoded by httpx above. An idle
-connection that the server has closed is noticed before it is reused, and replaced. Proxies are
-not supported; set ``ROBOFY_HTTP_TRANSPORT=httpx`` to use httpx's own transport instead.
-
-Errors are raised as the httpx exceptions the retry layer already understands (``ConnectError``,
-``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ``ReadError``).
+- **Proxies** from ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` (either case), read once
+  with ``urllib.request.getproxies()``; ``NO_PROXY`` is matched by
+  ``urllib.request.proxy_bypass_environment``. HTTP requests are forwarded to the proxy; HTTPS
+  requests go through a ``CONNECT`` tunnel, so the proxy never sees the API key. A proxy URL's
+  user and password become a ``Proxy-Authorization`` header and never appear in a URL, a log
+  line or an error. ``ALL_PROXY`` is not read (it is usually a SOCKS proxy, which urllib3 does
+  not speak without an extra dependency).
+- **TLS** through one ``ssl.create_default_context()``, built on first use: it verifies the
+  certificate and the host name and honours ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``. A
+  verification failure is raised as ``httpx.ConnectError`` caused by the
+  ``ssl.SSLCertVerificationError``, which the client reports at once (``retry.certificate_error``).
+- **Keep-alive expiry.** A pooled connection idle for more than `KEEPALIVE_EXPIRY_S` is closed
+  instead of reused (a firewall may have dropped it silently); one the server closed meanwhile
+  is noticed by urllib3 before reuse and replaced.
+- **One pool for every thread**, kept for the transport's lifetime: a fan-out's worker threads
+  reuse the connections of the previous fan-out, and `close()` closes them all.
+- **Errors** as the httpx exceptions the retry layer already understands (``ConnectError``,
+  ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ``ReadError``, ``ProxyError``).
+  urllib3's own retries and redirects are off: the client retries, in one place.
 
 **The attempt deadline.** A read timeout bounds each wait for bytes, not the response: a server
 that sends one byte every 2 s never trips a 5 s read timeout, and once held one request for
-121 s. So sending a request and reading its whole response must also end within an attempt
-timeout, by default ``ATTEMPT_TIMEOUT_FACTOR`` (2) times the read timeout: a response may take
-as long to arrive as the read timeout allows and as long again to stream in. Past it the attempt
-raises ``httpx.ReadTimeout`` and is retried like any timeout. Opening a connection (TCP and the
-TLS handshake) is bounded by the connect timeout on top, so one attempt lasts at most
-``connect timeout + attempt timeout``.
-
-This module enforces it for both transports: ``StdlibTransport`` checks the deadline before
-every ``recv``; for httpx's own transport, ``add_attempt_deadline`` wraps httpcore's network
-streams so every read waits at most until the deadline the client set with ``attempt_deadline``.
+121 s. So reading a response, from its status line to its last byte, must also end within an
+attempt timeout, by default ``ATTEMPT_TIMEOUT_FACTOR`` (2) times the read timeout: a response
+may take as long to arrive as the read timeout allows and as long again to stream in. Past it
+the attempt raises ``httpx.ReadTimeout`` and is retried like any timeout. Opening a connection
+(TCP, a proxy tunnel and the TLS handshake) is bounded by the connect timeout on top.
+`Urllib3Transport` enforces it under ``http.client``, in the reader of each response; for
+httpx's own transport, ``add_attempt_deadline`` wraps httpcore's network streams so every read
+waits at most until the deadline the client set with ``attempt_deadline``.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
-import math
-import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote, urlsplit
 
 import httpcore
 import httpx
+import urllib3
+from urllib3 import exceptions as u3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = [
     "ATTEMPT_TIMEOUT_FACTOR",
-    "StdlibTransport",
+    "KEEPALIVE_EXPIRY_S",
+    "Urllib3Transport",
     "add_attempt_deadline",
     "attempt_deadline",
 ]
@@ -66,183 +77,182 @@ __all__ = [
 ATTEMPT_TIMEOUT_FACTOR = 2.0
 """Default attempt timeout, in read timeouts (see the module docstring)."""
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_LINE = 65536  # bytes in a status or header line
-_MAX_HEADERS = 200
-_IDLE_CHECK_S = 1.0  # a connection idle this long is checked before it is reused
+KEEPALIVE_EXPIRY_S = 5.0
+"""Seconds a pooled connection may sit idle and still be reused; older ones are closed.
 
+httpx's own default. Servers commonly close idle connections after 5 to 75 s, and one that
+closes sooner is noticed before reuse; the expiry guards against connections that a NAT or a
+firewall dropped without a word, which would otherwise cost a full read timeout.
+"""
 
-class _ProtocolError(Exception):
-    """The server's bytes are not a well-formed HTTP/1.x response."""
+_SCHEMES = ("http", "https")
+
+# urllib3 neither retries nor follows redirects: the client retries, in one place. One shared
+# object, as urllib3 would otherwise build one per request.
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False, raise_on_redirect=False)
+
+# NO_PROXY matching as urllib does it on every platform (``urllib.request.proxy_bypass`` asks
+# the system settings instead on macOS and Windows). Present since Python 3.0, but left out of
+# the type stubs.
+_bypass_proxy: Callable[[str, dict[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+
+# On the thread running an exchange: `.timeout`, the attempt timeout of its transport, and
+# `.expired`, set when a response read hit the deadline.
+_exchange = threading.local()
 
 
 class _DeadlineExceeded(TimeoutError):
     """The response did not arrive in full before the attempt deadline."""
 
 
-class _SocketReader(io.RawIOBase):
-    """The read side of a socket: the per-read timeout, capped by the attempt's deadline.
+class _DeadlineReader(io.RawIOBase):
+    """The read side of a socket whose reads all end by one deadline.
 
-    Replaces ``socket.makefile("rb")``'s ``SocketIO`` under the same ``BufferedReader``. The
-    socket timeout is only changed when the deadline is nearer than the read timeout, so a fast
+    ``http.client`` reads a response through ``sock.makefile("rb")``; this wraps that raw reader
+    and shortens the socket timeout when the deadline is nearer than the read timeout, so a fast
     response pays one clock read per ``recv`` and no extra system call.
     """
 
-    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         super().__init__()
         self._sock = sock
-        self._read_timeout = read_timeout
-        self._shortened = False
-        self.deadline = math.inf
-
-    def start(self, deadline: float) -> None:
-        """Begin an exchange that must be read in full by `deadline` (a monotonic time)."""
-        self.deadline = deadline
-        if self._shortened:
-            self._sock.settimeout(self._read_timeout)
-            self._shortened = False
+        self._raw = sock.makefile("rb", buffering=0)
+        self._read_timeout = sock.gettimeout()
+        self._deadline = deadline
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining < self._read_timeout:
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        remaining = self._deadline - time.monotonic()
+        shortened = self._read_timeout is None or remaining < self._read_timeout
+        if shortened:
             if remaining <= 0:
+                _exchange.expired = True
                 raise _DeadlineExceeded
             self._sock.settimeout(remaining)
-            self._shortened = True
         try:
-            return self._sock.recv_into(buffer)
+            return self._raw.readinto(buffer)
         except TimeoutError:
-            if self._shortened:  # the deadline, not the read timeout, ran out
+            if shortened:  # the deadline, not the read timeout, ran out
+                _exchange.expired = True
                 raise _DeadlineExceeded from None
             raise
 
-
-class _Connection:
-    __slots__ = ("last_used", "raw", "reader", "sock")
-
-    def __init__(self, sock: socket.socket, read_timeout: float) -> None:
-        self.sock = sock
-        self.raw = _SocketReader(sock, read_timeout)
-        self.reader: BinaryIO = io.BufferedReader(self.raw)
-        self.last_used = time.monotonic()
-
-    def closed_by_peer(self) -> bool:
-        """True when the server has closed (or written to) this idle keep-alive connection.
-
-        Only checked after a pause (a server closes idle connections after seconds, not
-        milliseconds), so back-to-back requests pay no system call for it.
-        """
-        if time.monotonic() - self.last_used < _IDLE_CHECK_S:
-            return False
-        try:
-            return bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
-
     def close(self) -> None:
-        try:
-            self.reader.close()
-        finally:
-            self.sock.close()
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
-def _read_line(reader: BinaryIO) -> bytes:
-    line = reader.readline(_MAX_LINE + 1)
-    if len(line) > _MAX_LINE:
-        raise _ProtocolError("header line too long")
-    return line
+class _DeadlineResponse(http.client.HTTPResponse):
+    """``http.client``'s response, read through a `_DeadlineReader`.
+
+    The deadline starts when the response is read, that is once the request has been sent
+    (``http.client`` builds the response object then), and is the attempt timeout of the
+    transport running on this thread.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        timeout: float | None = getattr(_exchange, "timeout", None)
+        if timeout is not None:
+            # The base class only calls ``sock.makefile("rb")``: hand it the deadline reader.
+            reader = io.BufferedReader(_DeadlineReader(sock, time.monotonic() + timeout))
+            sock = _ReaderSource(reader)  # type: ignore[assignment]
+        super().__init__(sock, debuglevel, method, url)
 
 
-def _read_exactly(reader: BinaryIO, size: int) -> bytes:
-    data = reader.read(size)
-    if len(data) < size:
-        raise _ProtocolError(f"body ended after {len(data)} of {size} bytes")
-    return data
+class _ReaderSource:
+    """Stands in for the socket ``http.client.HTTPResponse`` asks for its reader."""
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, reader: BinaryIO) -> None:
+        self._reader = reader
+
+    def makefile(self, mode: str) -> BinaryIO:
+        return self._reader
 
 
-def _read_chunked(reader: BinaryIO) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        line = _read_line(reader)
-        if not line:
-            raise _ProtocolError("connection closed inside a chunked body")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _ProtocolError(f"bad chunk size line {line[:40]!r}") from None
-        if size == 0:
-            break
-        chunks.append(_read_exactly(reader, size))
-        if _read_line(reader).strip():
-            raise _ProtocolError("chunk not followed by CRLF")
-    while _read_line(reader).strip():  # trailer fields, if any, are dropped
-        pass
-    return b"".join(chunks)
+class _ExpiringConnection(HTTPConnection):
+    """A urllib3 connection that reads with the attempt deadline and expires when idle."""
+
+    response_class = _DeadlineResponse
+    _last_response = float("inf")  # never used: not expired
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        response = super().getresponse()
+        self._last_response = time.monotonic()
+        return response
+
+    @property
+    def is_connected(self) -> bool:
+        # urllib3 asks this before reusing a pooled connection, and closes it when False.
+        if time.monotonic() - self._last_response > KEEPALIVE_EXPIRY_S:
+            return False
+        return super().is_connected
 
 
-def _read_response(
-    reader: BinaryIO, method: str
-) -> tuple[bytes, int, list[tuple[bytes, bytes]], bytes, bool]:
-    """Read one response: ``(http_version, status, headers, body, keep_alive)``."""
-    while True:
-        line = _read_line(reader)
-        if not line:
-            raise ConnectionResetError("the server closed the connection without a response")
-        version, _, rest = line.rstrip(b"\r\n").partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
-            raise _ProtocolError(f"bad status line {line[:40]!r}")
-        status = int(code)
-        headers: list[tuple[bytes, bytes]] = []
-        while True:
-            field = _read_line(reader)
-            if field in (b"\r\n", b"\n"):
-                break
-            name, sep, value = field.partition(b":")
-            if not field or not sep or len(headers) >= _MAX_HEADERS:
-                raise _ProtocolError("incomplete or malformed response headers")
-            headers.append((name.strip(), value.strip()))
-        if 100 <= status < 200 and status != 101:
-            continue  # an interim response; the real one follows
-        break
-    fields = {name.lower(): value for name, value in headers}
-    connection = fields.get(b"connection", b"").lower()
-    keep_alive = (
-        b"close" not in connection
-        if version == b"HTTP/1.1"
-        else b"keep-alive" in connection  # HTTP/1.0 closes unless told otherwise
-    )
-    if method == "HEAD" or status in (204, 304):
-        body = b""
-    elif b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-        body = _read_chunked(reader)
-    elif b"content-length" in fields:
-        try:
-            length = int(fields[b"content-length"])
-        except ValueError:
-            raise _ProtocolError("bad Content-Length") from None
-        body = _read_exactly(reader, length)
-    else:
-        body = reader.read()  # delimited by the server closing the connection
-        keep_alive = False
-    return version, status, headers, body, keep_alive
+class _ExpiringHTTPSConnection(_ExpiringConnection, HTTPSConnection):
+    """The HTTPS flavour of `_ExpiringConnection`."""
 
 
-def _head(request: httpx.Request) -> bytes:
-    """The request line and header block (httpx has already set Host and Content-Length)."""
-    target = request.url.raw_path
-    lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        lines += (name, b": ", value, b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _ExpiringConnection
 
 
-class StdlibTransport(httpx.BaseTransport):
-    """HTTP/1.1 keep-alive transport on ``socket`` and ``ssl``; safe to share between threads."""
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _ExpiringHTTPSConnection
+
+
+_POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` or the first exception of type `kind` among its causes and arguments."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                todo.append(linked)
+    return None
+
+
+class _Proxy:
+    """A proxy URL split into what urllib3 needs and what may be shown."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        self.scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        self.url = f"{self.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        self.secret = unquote(parts.password) if parts.password else None
+        self.headers: dict[str, str] = {}
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{self.secret or ''}"
+            token = base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+            self.headers["Proxy-Authorization"] = f"Basic {token}"
+        self.shown = self.url if parts.username is None else self.url.replace("://", "://***@")
+
+
+class Urllib3Transport(httpx.BaseTransport):
+    """An httpx transport on urllib3's connection pools; safe to share between threads."""
 
     def __init__(
         self,
@@ -250,127 +260,216 @@ class StdlibTransport(httpx.BaseTransport):
         connect_timeout: float,
         read_timeout: float,
         attempt_timeout: float | None = None,
+        max_connections: int = 10,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
-        """Create the transport; connections are opened on first use, one per thread.
+        """Create the transport; pools and connections are opened on first use.
 
         Args:
-            connect_timeout: Seconds to open a connection (TCP and TLS handshake).
+            connect_timeout: Seconds to open a connection (TCP, proxy tunnel, TLS handshake).
             read_timeout: Seconds to wait for each chunk of the response.
-            attempt_timeout: Seconds to send a request and read its whole response (default
+            attempt_timeout: Seconds to read a whole response (default
                 ``ATTEMPT_TIMEOUT_FACTOR * read_timeout``).
-            ssl_context: TLS settings (default: ``ssl.create_default_context()``, which honours
-                SSL_CERT_FILE and SSL_CERT_DIR).
+            max_connections: Idle connections kept per origin (and proxy) for reuse.
+            ssl_context: TLS settings (default: ``ssl.create_default_context()``, which
+                verifies certificates and honours SSL_CERT_FILE and SSL_CERT_DIR).
+            proxies: Proxy URLs by scheme plus ``no`` (the NO_PROXY list), as
+                ``urllib.request.getproxies()`` returns them (the default: read from the
+                environment now).
+
+        Raises:
+            ValueError: A proxy URL that cannot be used; the message names the variable.
         """
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
         self._attempt_timeout = (
             ATTEMPT_TIMEOUT_FACTOR * read_timeout if attempt_timeout is None else attempt_timeout
         )
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._max_connections = max_connections
         self._ssl_context = ssl_context
-        self._local = threading.local()
+        found = urllib.request.getproxies() if proxies is None else dict(proxies)
+        self._no_proxy = {"no": found["no"]} if found.get("no") else {}
+        self._proxies: dict[str, _Proxy] = {}
+        for scheme in _SCHEMES:
+            if found.get(scheme):
+                self._proxies[scheme] = _proxy_from(scheme, found[scheme])
+        self._secrets = [p.secret for p in self._proxies.values() if p.secret]
         self._lock = threading.Lock()
-        self._open: set[_Connection] = set()
+        # (scheme, host, port) -> the pool that serves it, and whether it takes absolute URLs
+        # (plain HTTP through a forwarding proxy).
+        self._routes: dict[tuple[str, str, int], tuple[HTTPConnectionPool, bool]] = {}
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
 
-    def _pool(self) -> dict[tuple[str, str, int], _Connection]:
-        pool: dict[tuple[str, str, int], _Connection] | None = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        return pool
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
-    def _connect(self, scheme: str, host: str, port: int, request: httpx.Request) -> _Connection:
-        try:
-            sock = socket.create_connection((host, port), timeout=self._connect_timeout)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"timed out connecting to {host}", request=request) from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {host}: {exc}", request=request) from exc
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if scheme == "https":
-                context = self._ssl_context
-                if context is None:
-                    context = self._ssl_context = ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=host)
-            sock.settimeout(self._read_timeout)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpx.ConnectTimeout(f"timed out connecting to {host}", request=request) from exc
-        except OSError as exc:  # ssl.SSLError is an OSError
-            sock.close()
-            raise httpx.ConnectError(f"cannot connect to {host}: {exc}", request=request) from exc
-        conn = _Connection(sock, self._read_timeout)
+    def _manager(self, proxy: _Proxy | None) -> urllib3.PoolManager:
+        """The pool manager for direct requests (None) or for one proxy; under `_lock`."""
+        key = None if proxy is None else proxy.url
+        manager = self._managers.get(key)
+        if manager is None:
+            pool_kw: dict[str, Any] = {
+                "timeout": self._timeout,
+                "maxsize": self._max_connections,
+                "block": False,
+                "retries": _NO_RETRIES,
+                "ssl_context": self._context(),
+            }
+            if proxy is None:
+                manager = urllib3.PoolManager(num_pools=64, **pool_kw)
+            else:
+                manager = urllib3.ProxyManager(
+                    proxy.url,
+                    num_pools=64,
+                    proxy_headers=proxy.headers,
+                    proxy_ssl_context=self._context() if proxy.scheme == "https" else None,
+                    **pool_kw,
+                )
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+            self._managers[key] = manager
+        return manager
+
+    def _route(self, scheme: str, host: str, port: int) -> tuple[HTTPConnectionPool, bool]:
+        key = (scheme, host, port)
+        route = self._routes.get(key)
+        if route is not None and route[0].pool is not None:
+            return route
         with self._lock:
-            self._open.add(conn)
-        return conn
-
-    def _drop(self, key: tuple[str, str, int], conn: _Connection) -> None:
-        pool = self._pool()
-        if pool.get(key) is conn:
-            del pool[key]
-        with self._lock:
-            self._open.discard(conn)
-        conn.close()
+            proxy = self._proxies.get(scheme)
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if proxy is not None and self._no_proxy and _bypass_proxy(where, self._no_proxy):
+                proxy = None
+            manager = self._manager(proxy)
+            pool = manager.connection_from_host(host, port, scheme)
+            route = self._routes[key] = (pool, proxy is not None and scheme == "http")
+        return route
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` and read its whole response."""
         url = request.url
-        scheme, host = url.scheme, url.host
-        if scheme not in _DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        key = (scheme, host, url.port or _DEFAULT_PORTS[scheme])
-        message = _head(request) + (request.read() or b"")
-        pool = self._pool()
-        conn = pool.get(key)
-        if conn is not None and conn.closed_by_peer():
-            self._drop(key, conn)
-            conn = None
-        if conn is None:
-            conn = pool[key] = self._connect(scheme, host, key[2], request)
+        scheme = url.scheme
+        if scheme not in _SCHEMES:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
+        host = url.host
+        pool, absolute = self._route(scheme, host, url.port or (443 if scheme == "https" else 80))
+        target = str(url) if absolute else url.raw_path.decode("ascii")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+        _exchange.timeout = self._attempt_timeout
+        _exchange.expired = False
         try:
-            conn.raw.start(time.monotonic() + self._attempt_timeout)
-            conn.sock.sendall(message)
-            version, status, headers, body, keep_alive = _read_response(conn.reader, request.method)
-        except _DeadlineExceeded as exc:
-            self._drop(key, conn)
-            raise httpx.ReadTimeout(
+            response = pool.urlopen(
+                request.method,
+                target,
+                body=request.read() or None,
+                headers=headers,
+                retries=_NO_RETRIES,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=True,
+                decode_content=False,
+            )
+        except Exception as exc:
+            raise self._error(exc, host, request) from _cause(exc)
+        finally:
+            _exchange.timeout = None
+        return httpx.Response(
+            response.status,
+            headers=[
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in response.headers.iteritems()
+            ],
+            stream=httpx.ByteStream(response.data),
+            request=request,
+            extensions={
+                "http_version": response.version_string.encode("ascii"),
+                "reason_phrase": (response.reason or "").encode("latin-1"),
+            },
+        )
+
+    def _error(self, exc: Exception, host: str, request: httpx.Request) -> Exception:
+        """The httpx exception for a urllib3 failure, with no proxy password in its text."""
+        detail = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        if _find(exc, ssl.SSLCertVerificationError) is not None:
+            return httpx.ConnectError(
+                f"TLS handshake with {host} failed: {detail}", request=request
+            )
+        if getattr(_exchange, "expired", False):
+            return httpx.ReadTimeout(
                 f"no complete response from {host} within {self._attempt_timeout:g}s "
                 "(the attempt timeout; the server is sending too slowly)",
                 request=request,
-            ) from exc
-        except TimeoutError as exc:
-            self._drop(key, conn)
-            raise httpx.ReadTimeout(f"timed out reading from {host}", request=request) from exc
-        except (ConnectionError, _ProtocolError) as exc:
-            self._drop(key, conn)
-            raise httpx.RemoteProtocolError(
-                f"connection to {host} broke: {type(exc).__name__}: {exc}", request=request
-            ) from exc
-        except OSError as exc:
-            self._drop(key, conn)
-            raise httpx.ReadError(f"network error with {host}: {exc}", request=request) from exc
-        if keep_alive:
-            conn.last_used = time.monotonic()
+            )
+        if isinstance(exc, u3.ProxyError):
+            proxy = self._proxies.get(request.url.scheme)
+            shown = proxy.shown if proxy is not None else "the proxy"
+            return httpx.ProxyError(f"proxy {shown} failed for {host}: {detail}", request=request)
+        kind: type[httpx.TransportError]
+        if isinstance(exc, u3.NewConnectionError):  # before its base class, ConnectTimeoutError
+            kind, what = httpx.ConnectError, f"cannot connect to {host}"
+        elif isinstance(exc, u3.ConnectTimeoutError):
+            kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
+        elif isinstance(exc, u3.ReadTimeoutError):
+            kind, what = httpx.ReadTimeout, f"timed out reading from {host}"
+        elif isinstance(exc, u3.SSLError):  # a TLS failure other than the certificate
+            kind, what = httpx.ConnectError, f"TLS handshake with {host} failed"
+        elif isinstance(exc, u3.ProtocolError):
+            broken = _find(exc, ConnectionError) or _find(exc, http.client.HTTPException)
+            kind = (
+                httpx.RemoteProtocolError if broken or not _find(exc, OSError) else httpx.ReadError
+            )
+            what = f"connection to {host} broke"
+        elif isinstance(exc, (u3.LocationValueError, ValueError)):
+            kind, what = httpx.LocalProtocolError, f"cannot send the request to {host}"
+        elif isinstance(exc, (u3.HTTPError, OSError)):
+            kind, what = httpx.ReadError, f"network error with {host}"
         else:
-            self._drop(key, conn)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=httpx.ByteStream(body),
-            request=request,
-            extensions={"http_version": version},
-        )
+            raise exc
+        return kind(f"{what}: {detail}", request=request)
 
     def close(self) -> None:
+        """Close every pooled connection; connections in use close when they are returned."""
         with self._lock:
-            connections, self._open = self._open, set()
-        for conn in connections:
-            conn.close()
+            managers = list(self._managers.values())
+            self._managers.clear()
+            self._routes.clear()
+        for manager in managers:
+            manager.clear()
 
-    def __enter__(self) -> StdlibTransport:
+    def __enter__(self) -> Urllib3Transport:
         return self
 
     def __exit__(self, *args: Any) -> None:
         self.close()
+
+
+def _cause(exc: Exception) -> BaseException | None:
+    """What the httpx exception is raised from: the certificate error when there is one.
+
+    ``retry.certificate_error`` looks for it along the causes; anything else stays out of the
+    chain (urllib3's exceptions hold the pool, not secrets, but there is no need to keep them).
+    """
+    return _find(exc, ssl.SSLCertVerificationError)
+
+
+def _proxy_from(scheme: str, url: str) -> _Proxy:
+    variable = f"{scheme.upper()}_PROXY"
+    try:
+        proxy = _Proxy(url)
+    except ValueError:
+        raise ValueError(
+            f"{variable} (or {variable.lower()}) is not a valid proxy URL; "
+            "expected http://[user:password@]host:port."
+        ) from None
+    if proxy.scheme not in _SCHEMES or proxy.url.endswith("://"):
+        raise ValueError(
+            f"{variable} (or {variable.lower()}) must be an http:// or https:// proxy URL with "
+            f"a host (found a {proxy.scheme}:// URL); SOCKS proxies are not supported."
+        )
+    return proxy
 
 
 # -- the attempt deadline for httpx's own transport ---------------------------------------------

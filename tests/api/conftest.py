@@ -19,6 +19,20 @@ BASE_URL = "https://fake.robofy.test"
 # No jitter, so every expected delay is exact: 0.5, 1, 2, 4 ...
 EXACT_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=30.0, jitter=0.0)
 
+PROXY_VARIABLES = [
+    name
+    for lower in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    for name in (lower, lower.upper())
+]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client reads proxies from the environment: a developer's own proxy settings must not
+    route the loopback servers of these tests (the proxy tests set their own)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
 
 @pytest.fixture
 def fake() -> FakeRobofy:

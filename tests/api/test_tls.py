@@ -5,21 +5,17 @@ server, a hostname mismatch) was retried five times as a connection error and re
 "check the network". It fails the same way every time, so it is raised after one attempt as a
 `RobofyCertificateError` that names the problem and SSL_CERT_FILE / SSL_CERT_DIR.
 
-A real loopback HTTPS server with a self-signed certificate made by the `openssl` command.
+Real loopback HTTPS servers (`servers.ApiServer`) with certificates made by the `openssl`
+command: self-signed ones, and a test CA with a server certificate it signs, as a company CA
+that re-signs HTTPS would. Both transports are checked: the default (urllib3) and httpx's own.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,117 +29,59 @@ from robofy_etl.api import (
 )
 from robofy_etl.api.retry import certificate_error, should_retry
 
+from .servers import (
+    HAVE_OPENSSL,
+    ApiServer,
+    Certificate,
+    certificate_authority,
+    issued_by,
+    self_signed,
+)
+
 pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None,
-    reason="needs the openssl command to make a self-signed certificate "
+    not HAVE_OPENSSL,
+    reason="needs the openssl command to make certificates "
     "(the cryptography package is not installed either)",
 )
 
 API_KEY = "sk-robofy-TLS-0123456789abcdef"
-TRANSPORTS = ["stdlib", "httpx"]
-
-
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-
-def _make_certificate(directory: Path, name: str, san: str) -> Certificate:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName={san}",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return Certificate(cert, key)
+TRANSPORTS = ["urllib3", "httpx"]
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Certificate]:
-    """`loopback`: valid for 127.0.0.1; `elsewhere`: valid only for another host name."""
+    """`loopback`: self-signed for 127.0.0.1; `elsewhere`: self-signed for another host name;
+    `ca` and `other-ca`: two test CAs; `signed`: for 127.0.0.1, signed by `ca`."""
     directory = tmp_path_factory.mktemp("tls")
+    ca = certificate_authority(directory, "Robofy Test CA")
     return {
-        "loopback": _make_certificate(directory, "loopback", "IP:127.0.0.1"),
-        "elsewhere": _make_certificate(directory, "elsewhere", "DNS:robofy.invalid"),
+        "loopback": self_signed(directory, "loopback", "IP:127.0.0.1"),
+        "elsewhere": self_signed(directory, "elsewhere", "DNS:robofy.invalid"),
+        "ca": ca,
+        "other-ca": certificate_authority(directory, "Some Other CA"),
+        "signed": issued_by(ca, directory, "signed", "IP:127.0.0.1"),
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        body = json.dumps({"data": {"projects": [{"id": 1}]}, "next_page_token": None}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _TLSServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, certificate: Certificate) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certificate.cert, certificate.key)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, address = super().get_request()
-        # The handshake runs in the handler thread, so a client that rejects the certificate
-        # cannot stall the accept loop.
-        return self.context.wrap_socket(
-            sock, server_side=True, do_handshake_on_connect=False
-        ), address
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the client hanging up on our certificate is the point of these tests
-
-
 @pytest.fixture
-def https_server(certificates: dict[str, Certificate]) -> Iterator[Any]:
+def https_server(certificates: dict[str, Certificate]) -> Iterator[Callable[[str], str]]:
     """Start an HTTPS loopback server with the named certificate; returns its base URL."""
-    servers: list[_TLSServer] = []
+    servers: list[ApiServer] = []
 
     def start(name: str) -> str:
-        server = _TLSServer(certificates[name])
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = ApiServer(certificates[name])
         servers.append(server)
-        return f"https://127.0.0.1:{server.server_address[1]}"
+        return server.base_url
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 @pytest.fixture
 def trust_nothing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """The system (or certifi) roots only: the test certificates are unknown to them."""
-    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -162,7 +100,7 @@ def _client(base_url: str, transport: str, sleeps: list[float]) -> RobofyClient:
 @pytest.mark.usefixtures("trust_nothing_extra")
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_self_signed_certificate_fails_at_once_and_names_the_fix(
-    https_server: Any, transport: str
+    https_server: Callable[[str], str], transport: str
 ) -> None:
     base_url = https_server("loopback")
     sleeps: list[float] = []
@@ -186,7 +124,7 @@ def test_self_signed_certificate_fails_at_once_and_names_the_fix(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_hostname_mismatch_fails_at_once(
-    https_server: Any,
+    https_server: Callable[[str], str],
     certificates: dict[str, Certificate],
     monkeypatch: pytest.MonkeyPatch,
     transport: str,
@@ -205,7 +143,7 @@ def test_hostname_mismatch_fails_at_once(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_the_advice_works_ssl_cert_file_trusts_the_certificate(
-    https_server: Any,
+    https_server: Callable[[str], str],
     certificates: dict[str, Certificate],
     monkeypatch: pytest.MonkeyPatch,
     transport: str,
@@ -227,3 +165,83 @@ def test_should_retry_rejects_a_connect_error_caused_by_the_certificate() -> Non
     reset = httpx.ConnectError("reset")
     reset.__cause__ = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
     assert should_retry(reset) is True  # a TLS reset mid-handshake may not repeat
+
+
+# -- a company CA -----------------------------------------------------------------------------
+# The case SSL_CERT_FILE / SSL_CERT_DIR exist for: a server certificate signed by a CA that is
+# not among the system roots.
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_ca_named_by_ssl_cert_file_is_trusted(
+    https_server: Callable[[str], str],
+    certificates: dict[str, Certificate],
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+) -> None:
+    base_url = https_server("signed")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates["ca"].cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with _client(base_url, transport, []) as api:
+        assert list(api.iter_items("projects")) == [{"id": 1}]
+        assert list(api.iter_items("projects")) == [{"id": 1}]  # a reused TLS connection
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_ca_directory_named_by_ssl_cert_dir_is_trusted(
+    https_server: Callable[[str], str],
+    certificates: dict[str, Certificate],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    transport: str,
+) -> None:
+    base_url = https_server("signed")
+    (tmp_path / "company-ca.pem").write_bytes(certificates["ca"].cert.read_bytes())
+    subprocess.run(["openssl", "rehash", str(tmp_path)], check=True, capture_output=True)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # the system roots and the directory
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    with _client(base_url, transport, []) as api:
+        assert list(api.iter_items("projects")) == [{"id": 1}]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_wrong_ca_fails_at_once_naming_the_problem_and_ssl_cert_file(
+    https_server: Callable[[str], str],
+    certificates: dict[str, Certificate],
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+) -> None:
+    base_url = https_server("signed")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates["other-ca"].cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    sleeps: list[float] = []
+    with _client(base_url, transport, sleeps) as api:
+        with pytest.raises(RobofyCertificateError) as caught:
+            list(api.iter_items("projects"))
+        assert api.total_stats().requests == 1
+    assert sleeps == []  # not retried
+    message = str(caught.value)
+    assert "unable to get local issuer certificate" in caught.value.reason
+    assert caught.value.reason in message
+    assert "SSL_CERT_FILE" in message
+    assert API_KEY not in message
+
+
+def test_the_default_transport_reports_a_certificate_error_as_its_cause(
+    https_server: Callable[[str], str],
+    certificates: dict[str, Certificate],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry layer finds the `ssl` error along the causes (`retry.certificate_error`)."""
+    from robofy_etl.api.transport import Urllib3Transport
+
+    base_url = https_server("signed")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates["other-ca"].cert))
+    with (
+        Urllib3Transport(connect_timeout=5.0, read_timeout=5.0) as transport,
+        pytest.raises(httpx.ConnectError) as caught,
+    ):
+        transport.handle_request(httpx.Request("GET", f"{base_url}/v1/projects"))
+    found = certificate_error(caught.value)
+    assert isinstance(found, ssl.SSLCertVerificationError)
+    assert should_retry(caught.value) is False

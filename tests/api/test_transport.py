@@ -1,6 +1,9 @@
-"""The stdlib keep-alive transport under httpx: reuse, decoding, and errors the retry layer knows.
+"""The default transport (urllib3 under httpx): reuse, expiry, decoding, the attempt deadline,
+closing, and errors the retry layer knows.
 
-A real loopback server (stdlib) so sockets, timeouts and resets are real.
+Real loopback servers, so sockets, timeouts and resets are real; `servers.ApiServer` counts the
+connections it accepted and those still open, so connection reuse and closing are checked at
+the server, not taken from the client's word.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from robofy_etl.api.transport import StdlibTransport
+from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient, RobofyTimeoutError
+from robofy_etl.api import transport as transport_module
+from robofy_etl.api.transport import ATTEMPT_TIMEOUT_FACTOR, KEEPALIVE_EXPIRY_S, Urllib3Transport
+
+from .servers import ApiServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,11 +67,11 @@ def server() -> Iterator[str]:
 
 
 def _client(base_url: str, read_timeout: float = 5.0) -> httpx.Client:
-    transport = StdlibTransport(connect_timeout=2.0, read_timeout=read_timeout)
+    transport = Urllib3Transport(connect_timeout=2.0, read_timeout=read_timeout)
     return httpx.Client(base_url=base_url, transport=transport, headers={"Authorization": "B k"})
 
 
-def test_requests_reuse_one_connection_per_thread(server: str) -> None:
+def test_requests_reuse_pooled_connections_across_threads(server: str) -> None:
     with _client(server) as client:
         for n in range(20):
             response = client.get("/v1/x", params={"nextPageToken": f"t{n}"})
@@ -75,12 +82,15 @@ def test_requests_reuse_one_connection_per_thread(server: str) -> None:
             for _ in range(5):
                 client.get("/v1/y").raise_for_status()
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert len(_Handler.connections) == 5  # the main thread's and one per worker thread
+        for _ in range(3):  # three generations of threads, as three fan-outs would start
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    # At most one connection per concurrent thread, reused by the next generation; a
+    # connection per thread would be 1 + 3 x 4 = 13.
+    assert len(_Handler.connections) <= 5
 
 
 def test_gzip_bodies_are_decoded(server: str) -> None:
@@ -112,16 +122,15 @@ def test_refused_connection_raises_connect_error() -> None:
 
 
 def test_unsupported_scheme_is_not_retriable() -> None:
-    transport = StdlibTransport(connect_timeout=1.0, read_timeout=1.0)
+    transport = Urllib3Transport(connect_timeout=1.0, read_timeout=1.0)
     with pytest.raises(httpx.UnsupportedProtocol):
         transport.handle_request(httpx.Request("GET", "ftp://example.com/x"))
 
 
-@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
+@pytest.mark.parametrize("transport", ["urllib3", "httpx"])
 def test_both_transports_read_the_same_account(transport: str) -> None:
     from datetime import datetime
 
-    from robofy_etl.api import ClientConfig, RobofyClient
     from robofy_etl.simulator import SimulatorConfig, serve
 
     with serve(SimulatorConfig(scale="tiny", seed=3, end=datetime(2026, 10, 15))) as sim:
@@ -242,11 +251,8 @@ def test_malformed_responses_raise_a_retriable_protocol_error(
 
 
 def test_an_idle_connection_closed_by_the_server_is_replaced(
-    wire: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+    wire: tuple[str, list[int]],
 ) -> None:
-    from robofy_etl.api import transport
-
-    monkeypatch.setattr(transport, "_IDLE_CHECK_S", 0.0)  # check before every reuse
     base, accepted = wire
     with _client(base) as client:
         assert client.get("/idle-close").status_code == 200
@@ -291,7 +297,12 @@ def trickle() -> Iterator[tuple[str, list[str]]]:
                     if path == "/ok":
                         conn.sendall(_TRICKLE)
                         continue
-                    for byte in _TRICKLE:
+                    if path == "/trickle-body":  # the head at once, then the body slowly
+                        head = len(_TRICKLE) - len(_TRICKLE_BODY)
+                        conn.sendall(_TRICKLE[:head])
+                    else:
+                        head = 0
+                    for byte in _TRICKLE[head:]:
                         if stop.wait(0.2):
                             return
                         conn.sendall(bytes([byte]))
@@ -312,15 +323,16 @@ def trickle() -> Iterator[tuple[str, list[str]]]:
     listener.close()
 
 
+@pytest.mark.parametrize("path", ["/trickle", "/trickle-body"])
 def test_a_trickling_response_times_out_at_the_attempt_deadline(
-    trickle: tuple[str, list[str]],
+    trickle: tuple[str, list[str]], path: str
 ) -> None:
     base, _ = trickle
-    transport = StdlibTransport(connect_timeout=2.0, read_timeout=0.5, attempt_timeout=1.0)
+    transport = Urllib3Transport(connect_timeout=2.0, read_timeout=0.5, attempt_timeout=1.0)
     with httpx.Client(base_url=base, transport=transport) as client:
         started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout, match="attempt timeout"):
-            client.get("/trickle")
+            client.get(path)
         assert time.monotonic() - started < 10  # about 1 s; hangs for 30 s without a deadline
         assert client.get("/ok").json()["data"]["projects"] == [{"id": 1}]  # a new connection
 
@@ -328,25 +340,19 @@ def test_a_trickling_response_times_out_at_the_attempt_deadline(
 def test_the_default_attempt_timeout_is_twice_the_read_timeout(
     trickle: tuple[str, list[str]],
 ) -> None:
-    from robofy_etl.api.transport import ATTEMPT_TIMEOUT_FACTOR
-
     assert ATTEMPT_TIMEOUT_FACTOR == 2.0
-    transport = StdlibTransport(connect_timeout=2.0, read_timeout=0.5)
+    transport = Urllib3Transport(connect_timeout=2.0, read_timeout=0.5)
     with httpx.Client(base_url=trickle[0], transport=transport) as client:
         started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx.ReadTimeout, match="within 1s"):
             client.get("/trickle")
         assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
+@pytest.mark.parametrize("transport", ["urllib3", "httpx"])
 def test_the_client_retries_a_trickle_as_a_timeout_and_gives_up_in_bounded_time(
-    trickle: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch, transport: str
+    trickle: tuple[str, list[str]], transport: str
 ) -> None:
-    from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient, RobofyTimeoutError
-
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
     base, paths = trickle
     sleeps: list[float] = []
     config = ClientConfig(
@@ -365,3 +371,50 @@ def test_the_client_retries_a_trickle_as_a_timeout_and_gives_up_in_bounded_time(
     assert time.monotonic() - started < 10  # about 2 s; 30 s without a deadline
     assert sleeps == [0.01]  # retried once, like any timeout
     assert paths == ["/v1/projects"] * 2
+
+
+# --------------------------------------------------------------------------- connection lifetime
+
+
+@pytest.fixture
+def api_server() -> Iterator[ApiServer]:
+    server = ApiServer()
+    yield server
+    server.stop()
+
+
+def test_an_idle_connection_expires_and_is_closed(
+    api_server: ApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert KEEPALIVE_EXPIRY_S == 5.0  # the documented default
+    monkeypatch.setattr(transport_module, "KEEPALIVE_EXPIRY_S", 0.2)
+    with _client(api_server.base_url) as client:
+        client.get("/a").raise_for_status()
+        client.get("/b").raise_for_status()
+        assert api_server.accepted == 1  # reused while fresh
+        time.sleep(0.3)  # idle past the expiry
+        client.get("/c").raise_for_status()
+        assert api_server.accepted == 2  # not reused: a new connection
+        # ... and the expired one was closed by the client, not left open.
+        assert api_server.open_connections() == 1
+    assert api_server.wait_until_all_closed() == 0
+
+
+def _page(api: RobofyClient, n: int) -> int:
+    return len(api.get_one("project", project_id=n))
+
+
+def test_fan_out_workers_share_the_clients_connections_and_close_closes_them_all(
+    api_server: ApiServer,
+) -> None:
+    config = ClientConfig(base_url=api_server.base_url, api_key="k", max_in_flight=4)
+    with RobofyClient(config) as api:
+        for _ in range(3):  # each fan-out starts new worker threads
+            results = list(api.fan_out(range(40), lambda n: _page(api, n)))
+            assert len(results) == 40
+        # One pool for the client's lifetime: the later fan-outs reused the first one's
+        # connections (one per thread would be 3 x 4).
+        assert api_server.accepted <= config.max_in_flight + 1
+        assert api_server.open_connections() == api_server.accepted  # kept alive, pooled
+    assert len(api_server.paths) == 120
+    assert api_server.wait_until_all_closed() == 0  # close() closed every one of them
