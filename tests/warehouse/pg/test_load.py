@@ -9,7 +9,7 @@ every ``LoadCounts``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,20 @@ class Twins:
         with self.engine.begin() as conn:
             pg = getattr(pg_load, name)(conn, *args, **lineage)
         return duck, pg
+
+    def on_duckdb(self, name: str, *args: Any) -> None:
+        """Run one load on DuckDB only, and roll it back."""
+        with self.wh.connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                getattr(duck_load, name)(conn, *args, loaded_at=T0, run_id="bad")
+            finally:
+                conn.execute("ROLLBACK")
+
+    def on_pg(self, name: str, *args: Any) -> None:
+        """Run one load on PostgreSQL only (committed if it succeeds)."""
+        with self.engine.begin() as conn:
+            getattr(pg_load, name)(conn, *args, loaded_at=T0, run_id="bad")
 
     def replace(self, table: str, rows: Any, slc: Slice) -> LoadCounts:
         duck, pg = self._run("replace_slice", table, rows, slc)
@@ -117,10 +131,10 @@ class Twins:
 
 
 @pytest.fixture
-def twins(tmp_path: Path, pg_engine: sa.Engine) -> Iterator[Twins]:
+def twins(tmp_path: Path, pg_engine: sa.Engine) -> Twins:
     wh = Warehouse(tmp_path / "wh.duckdb", lock_timeout_s=10.0)
     wh.initialize()
-    yield Twins(wh, pg_engine)
+    return Twins(wh, pg_engine)
 
 
 WINDOW = Slice(day_from="2026-03-01", day_to="2026-03-03")
@@ -261,20 +275,16 @@ def test_bad_loads_fail_alike_and_change_nothing(
 ) -> None:
     twins.replace("robofy__inbox_sessions", [session_row("c1", "a", "2026-03-01")], WINDOW)
     before = twins.rows("robofy__inbox_sessions")
-    errors = []
-    for module in (duck_load, pg_load):
-        with pytest.raises(WarehouseError) as caught:
-            if module is duck_load:
-                with twins.wh.connect() as conn:
-                    conn.execute("BEGIN TRANSACTION")
-                    try:
-                        module.__dict__[name](conn, *args, loaded_at=T0, run_id="bad")
-                    finally:
-                        conn.execute("ROLLBACK")
-            else:
-                with twins.engine.begin() as conn:
-                    module.__dict__[name](conn, *args, loaded_at=T0, run_id="bad")
-        errors.append(str(caught.value))
+    errors = [
+        _error(lambda: twins.on_duckdb(name, *args)),
+        _error(lambda: twins.on_pg(name, *args)),
+    ]
     assert errors[0] == errors[1]
     assert message in errors[0]
     assert twins.rows("robofy__inbox_sessions") == before
+
+
+def _error(call: Callable[[], object]) -> str:
+    with pytest.raises(WarehouseError) as caught:
+        call()
+    return str(caught.value)
