@@ -9,6 +9,11 @@ whole-table load (a snapshot merge) also exclude each other:
 - any other load (no day bounds, or a window longer than ``MAX_DAY_LOCKS`` days) takes the
   table's key in *exclusive* mode, waiting for every load of that table.
 
+A model build calls ``lock_tables`` on the raw tables it reads: it waits for the loads in flight
+and holds new ones back until it commits, so "every row stamped after the watermark" is exactly
+what changed since (on DuckDB the single writer gives that for free; here loads of different
+slices commit in any order, and ``_loaded_at`` is when a load *started*).
+
 Conditions on other columns (``within``, ``keys``) do not narrow the lock: two loads of the same
 day for different chatbots take turns, which is safe and costs little (a load of one day takes
 milliseconds), whereas proving two such slices disjoint would not be worth its risk.
@@ -23,7 +28,7 @@ import sqlalchemy as sa
 
 from robofy_etl.warehouse.load import Slice, day_string
 
-__all__ = ["MAX_DAY_LOCKS", "lock_key", "lock_slice"]
+__all__ = ["MAX_DAY_LOCKS", "lock_key", "lock_slice", "lock_tables"]
 
 # A longer window locks its table instead: every advisory lock takes a slot of the server's
 # shared lock table (max_locks_per_transaction x max_connections, 6,400 by default).
@@ -70,3 +75,18 @@ def lock_slice(conn: sa.Connection, table: str, slc: Slice) -> list[int]:
             {"keys": sorted(keys)},
         )
     return [table_key, *sorted(keys)]
+
+
+def lock_tables(conn: sa.Connection, tables: list[str] | tuple[str, ...]) -> list[int]:
+    """Wait for every load of ``tables`` to end, then hold them off until the transaction ends.
+
+    Returns:
+        The keys taken, in the order taken (sorted: no deadlock between two callers).
+    """
+    keys = sorted(lock_key("robofy", table) for table in set(tables))
+    if keys:
+        conn.execute(
+            sa.text("select pg_advisory_xact_lock(k) from unnest(cast(:keys as bigint[])) k"),
+            {"keys": keys},
+        )
+    return keys

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from robofy_etl.warehouse import LoadCounts, Slice
 from robofy_etl.warehouse.pg.load import replace_slice
-from robofy_etl.warehouse.pg.locks import MAX_DAY_LOCKS, lock_key, lock_slice
+from robofy_etl.warehouse.pg.locks import MAX_DAY_LOCKS, lock_key, lock_slice, lock_tables
 from tests.warehouse.conftest import session_row
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)
@@ -133,3 +133,28 @@ def test_lock_keys_are_stable_and_long_windows_lock_the_table(pg_engine: sa.Engi
         long = Slice(day_from="2026-01-01", day_to="2026-12-31")
         assert lock_slice(conn, "u", long) == [lock_key("robofy", "u")]
         assert MAX_DAY_LOCKS < 364
+
+
+def _build(engine: sa.Engine) -> int:
+    """A stand-in model build: lock the raw table, then count what it would read."""
+    with engine.begin() as conn:
+        lock_tables(conn, ["robofy__inbox_sessions", "robofy__leads"])
+        return int(
+            conn.exec_driver_sql("select count(*) from raw.robofy__inbox_sessions").scalar_one()
+        )
+
+
+def test_a_model_build_waits_for_loads_in_flight(
+    pg_engine: sa.Engine, pool: ThreadPoolExecutor
+) -> None:
+    held, release = threading.Event(), threading.Event()
+    load = pool.submit(
+        _hold, pg_engine, DAY1, held, release, [session_row("c1", "a", "2026-03-01")]
+    )
+    assert held.wait(SAFETY_S)
+    build = pool.submit(_build, pg_engine)
+    _wait_until(lambda: _waiting_for_advisory_lock(pg_engine) == 1)
+    assert not build.done()
+    release.set()
+    load.result(SAFETY_S)
+    assert build.result(SAFETY_S) == 1  # it saw the load that was in flight when it started
