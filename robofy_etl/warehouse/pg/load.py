@@ -22,12 +22,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from robofy_etl.warehouse.errors import WarehouseError
+
+try:
+    import psycopg
+except ModuleNotFoundError as exc:  # the postgres extra is not installed
+    raise WarehouseError(
+        "the PostgreSQL warehouse needs psycopg 3: pip install 'robofy-etl[postgres]'"
+    ) from exc
 from robofy_etl.warehouse.load import (
     _ORD,
     LoadCounts,

@@ -100,3 +100,21 @@ def test_only_postgresql_urls_are_accepted() -> None:
         PgWarehouse("duckdb:///x.duckdb")
     with pytest.raises(WarehouseError, match=r"psycopg \(3\) driver"):
         PgWarehouse("postgresql+psycopg2://u:p@h/db")
+
+
+def test_without_psycopg_the_error_says_what_to_install() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from robofy_etl.warehouse import WarehouseError\n"
+        "try:\n"
+        "    import robofy_etl.warehouse.pg.warehouse\n"
+        "except WarehouseError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'robofy-etl[postgres]'" in out
