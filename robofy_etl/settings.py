@@ -23,9 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from robofy_etl.warehouse.url import WarehouseURL
 
 DEFAULT_BASE_URL = "https://agents.robofy.ai"
 API_KEY_ENV = "ROBOFY_API_KEY"
@@ -227,10 +230,29 @@ def _path(name: str, raw: str) -> str:
     return raw
 
 
-def _setting(env: str, default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
+def _setting(
+    env: str, default: str, parse: Callable[[str, str], Any], doc: str, *, secret: bool = False
+) -> Any:
+    """A setting; a ``secret`` one (it may hold a password) is left out of the repr."""
     return field(
-        default=None, metadata={"env": env, "default": default, "parse": parse, "doc": doc}
+        default=None,
+        repr=not secret,
+        metadata={"env": env, "default": default, "parse": parse, "doc": doc, "secret": secret},
     )
+
+
+def _warehouse_url(name: str, raw: str) -> str:
+    """The URL as given (connecting needs its password), once ``warehouse.url`` accepts it."""
+    if not raw.strip():
+        return ""
+    # Imported here: the warehouse package imports this module.
+    from robofy_etl.warehouse.url import WarehouseURLError, parse_warehouse_url
+
+    try:
+        parse_warehouse_url(raw, variable=name)
+    except WarehouseURLError as exc:
+        raise SettingsError(str(exc)) from None
+    return raw.strip()
 
 
 @dataclass(frozen=True)
@@ -245,6 +267,15 @@ class Settings:
     )
     duckdb_path: str = _setting(
         "ROBOFY_DUCKDB_PATH", "data/robofy.duckdb", _path, "The warehouse file."
+    )
+    warehouse_url: str = _setting(
+        "ROBOFY_WAREHOUSE_URL",
+        "",
+        _warehouse_url,
+        "The warehouse, a SQLAlchemy URL: `duckdb:///path.duckdb` or "
+        "`postgresql+psycopg://user:password@host:5432/db` (empty: the DuckDB file "
+        "`ROBOFY_DUCKDB_PATH`). Its password is never logged.",
+        secret=True,
     )
     publish_path: str = _setting(
         "ROBOFY_PUBLISH_PATH",
@@ -366,6 +397,13 @@ class Settings:
     def as_env(self) -> dict[str, str]:
         """Every setting as the variable a user would set: ``from_env(s.as_env()) == s``."""
         return {f.metadata["env"]: _unparse(getattr(self, f.name)) for f in fields(self)}
+
+    @property
+    def warehouse(self) -> WarehouseURL:
+        """The checked warehouse URL (``ROBOFY_WAREHOUSE_URL``, else ``ROBOFY_DUCKDB_PATH``)."""
+        from robofy_etl.warehouse.url import parse_warehouse_url
+
+        return parse_warehouse_url(self.warehouse_url, duckdb_path=self.duckdb_path)
 
     @property
     def resolved_publish_path(self) -> str:

@@ -1,0 +1,91 @@
+"""The PostgreSQL schema is the DuckDB one: declared once in Core, derived from tables.py.
+
+The DuckDB warehouse creates its tables from ``tables.py`` (raw) and ``META_DDL`` /
+``STATE_DDL`` (meta); the Core declarations must not drift from them, and compiled with the
+PostgreSQL dialect they must also be DDL that DuckDB accepts (so one declaration could serve
+both back ends).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import sqlalchemy as sa
+
+from robofy_etl.warehouse import Warehouse
+from robofy_etl.warehouse.incremental import STATE_DDL
+from robofy_etl.warehouse.pg.schema import METADATA, create_all, ddl
+from robofy_etl.warehouse.tables import RAW_TABLES
+
+_COLUMNS = """
+    select table_schema, table_name, column_name, data_type, is_nullable,
+           column_default
+    from information_schema.columns
+    where table_schema in ('raw', 'meta')
+    order by table_schema, table_name, column_name
+"""
+_PG_TYPES = {
+    "bigint": "BIGINT",
+    "integer": "INTEGER",
+    "character varying": "VARCHAR",
+    "json": "JSON",
+    "timestamp without time zone": "TIMESTAMP",
+    "date": "DATE",
+    "boolean": "BOOLEAN",
+}
+
+
+def _duckdb_columns(conn: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in conn.execute(_COLUMNS).fetchall()]
+
+
+def _duckdb_keys(conn: duckdb.DuckDBPyConnection) -> set[tuple[str, str, tuple[str, ...]]]:
+    rows = conn.execute(
+        "select schema_name, table_name, constraint_column_names from duckdb_constraints()"
+        " where constraint_type = 'PRIMARY KEY' and schema_name in ('raw', 'meta')"
+    ).fetchall()
+    return {(s, t, tuple(c)) for s, t, c in rows}
+
+
+def test_core_tables_are_the_duckdb_tables(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    wh.initialize()
+    with wh.connect() as conn:
+        conn.execute(STATE_DDL)
+        expected, expected_keys = _duckdb_columns(conn), _duckdb_keys(conn)
+    with duckdb.connect(str(tmp_path / "core.duckdb")) as conn:
+        for statement in ddl(indexes=False):  # the PostgreSQL DDL, as text
+            conn.execute(statement)
+        assert _duckdb_columns(conn) == expected
+        assert _duckdb_keys(conn) == expected_keys
+    assert {t.name for t in METADATA.tables.values() if t.schema == "raw"} == set(RAW_TABLES)
+
+
+def test_create_all_on_postgresql_is_idempotent_and_matches(pg_url: sa.URL, tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh.duckdb")
+    wh.initialize()
+    with wh.connect() as conn:
+        conn.execute(STATE_DDL)
+        expected = [(s, t, c, d, n) for s, t, c, d, n, _ in _duckdb_columns(conn)]
+    engine = sa.create_engine(pg_url)
+    try:
+        for _ in range(2):
+            with engine.begin() as conn:
+                create_all(conn)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(_COLUMNS).all()
+            indexes = conn.exec_driver_sql(
+                "select count(*) from pg_indexes where schemaname = 'raw'"
+            ).scalar()
+            schemas = set(
+                conn.exec_driver_sql("select schema_name from information_schema.schemata")
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    got = [(s, t, c, _PG_TYPES[d], n) for s, t, c, d, n, _ in rows]
+    assert got == expected
+    assert indexes == 2 * len(RAW_TABLES)
+    assert {"raw", "staging", "marts", "meta"} <= schemas
