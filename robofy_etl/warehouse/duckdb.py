@@ -595,10 +595,22 @@ class Warehouse:
 def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:
     """What is wrong with the open file ``path``, judged from its metadata; None if nothing.
 
-    Reads every table's storage metadata (which fails if a metadata block is missing or
-    corrupt) and compares the file's length with the last block a table uses (a truncated
-    file is shorter). Data blocks are not read: that would cost a full scan of the file.
+    First the cheap test (a millisecond at any size): the file is at least as long as the
+    blocks its block manager counts. Only a file that fails it is examined table by table: every
+    table's storage metadata is read (which fails if a metadata block is missing or corrupt)
+    and the file's length is compared with the last block a table uses, so free blocks at the
+    end never count as damage. Data blocks are not read: that would cost a full scan of the
+    file. Reading every table's storage metadata took 7 s per open of a year of history, and
+    each Dagster step opens the file once.
     """
+    rows = conn.execute(
+        "select block_size, total_blocks from pragma_database_size()"
+        " where database_name = current_database()"
+    ).fetchall()
+    block_size, total_blocks = int(rows[0][0]), int(rows[0][1])
+    size = path.stat().st_size
+    if size >= _HEADERS_SIZE + total_blocks * block_size:
+        return None
     tables = conn.execute(
         "select schema_name, table_name from duckdb_tables() "
         "where database_name = current_database()"
@@ -613,11 +625,7 @@ def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:
         last_block = max([last_block, *(block for block in row if block is not None)])
     if last_block < 0:
         return None
-    rows = conn.execute(
-        "select block_size from pragma_database_size() where database_name = current_database()"
-    ).fetchall()
-    needed = _HEADERS_SIZE + (last_block + 1) * int(rows[0][0])
-    size = path.stat().st_size
+    needed = _HEADERS_SIZE + (last_block + 1) * block_size
     if size < needed:
         return (
             f"is damaged: it is {size:,} bytes long but its tables need {needed:,} "
