@@ -28,7 +28,7 @@ demo: $(STAMP) ## run the whole pipeline on the built-in simulator (last 14 days
 	$(BIN)/robofy-etl demo
 
 test: lint ## lint and type-check, then run the test suite (simulator over loopback HTTP, real DuckDB files, real Dagster runs)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --numprocesses=auto --maxprocesses=4
 
 test-live: $(STAMP) ## read-only checks against the real API (needs ROBOFY_API_KEY; never in CI)
 	$(BIN)/pytest -m live tests/live

@@ -51,7 +51,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = dist.glob("robofy_etl-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = {n for n in archive.namelist() if n.startswith("robofy_etl/sql/")}
-    in_repo = {f"robofy_etl/sql/{p.relative_to(REPO / 'sql')}" for p in REPO.glob("sql/*/*.sql")}
+    in_repo = {f"robofy_etl/sql/{p.relative_to(REPO / 'sql')}" for p in REPO.glob("sql/**/*.sql")}
     assert shipped == in_repo
     venv = root / "venv"
     _uv("venv", "--quiet", "--python", sys.executable, str(venv), cwd=root)
