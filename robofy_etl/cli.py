@@ -267,11 +267,21 @@ def _failure_classes(result: Any) -> list[str]:
     return names
 
 
+def _warehouse_file(settings: Settings) -> str:
+    """The DuckDB file the settings name (``ROBOFY_WAREHOUSE_URL`` or ``ROBOFY_DUCKDB_PATH``);
+    a clear error for a warehouse URL this version cannot use yet."""
+    from robofy_etl.warehouse import Warehouse, WarehouseError
+
+    try:
+        return str(Warehouse.from_settings(settings).path)
+    except WarehouseError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _check_warehouse(settings: Settings) -> None:
     """Opens the warehouse file once before the run: a damaged or unusable file is a clear
     error (exit status 2) before any request is made, not a failed step."""
-    from robofy_etl.warehouse import Warehouse, WarehouseLockedError
-    from robofy_etl.warehouse.errors import WarehouseFileError
+    from robofy_etl.warehouse import Warehouse, WarehouseError, WarehouseLockedError
 
     try:
         # No waiting here: a file another process holds is checked by the run, which waits
@@ -279,7 +289,7 @@ def _check_warehouse(settings: Settings) -> None:
         Warehouse.from_settings(settings, lock_timeout_s=0.0).initialize()
     except WarehouseLockedError:
         return
-    except WarehouseFileError as exc:
+    except WarehouseError as exc:  # an unusable file, or a warehouse URL this cannot use
         raise CliError(str(exc)) from None
 
 
@@ -408,7 +418,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     end = args.end or _today()
     start = args.start or end - timedelta(days=DEMO_DAYS - 1)
     print(f"robofy-etl {__version__}: syncing {start}..{end} from {settings.base_url}")
-    print(f"warehouse: {settings.duckdb_path}")
+    print(f"warehouse: {settings.warehouse.redacted}")
     if args.refetch:
         print("refetching every transcript of these days")
     with _progress(sys.stderr):
@@ -515,10 +525,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = (
         settings.resolved_publish_path
         if Path(settings.resolved_publish_path).exists()
-        else settings.duckdb_path
+        else _warehouse_file(settings)
     )
     if not Path(path).exists():
-        raise CliError(f"no warehouse at {settings.duckdb_path}: run `robofy-etl sync` first")
+        raise CliError(
+            f"no warehouse at {settings.warehouse.redacted}: run `robofy-etl sync` first"
+        )
     with duckdb.connect(path, read_only=True) as conn:
         loads = conn.execute(
             """select stream, max(finished_at) as last_load, arg_max(slice, finished_at) as slice,
@@ -610,8 +622,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from robofy_etl.warehouse.models import ModelError, build
 
     settings = _settings_with(args)
-    if not Path(settings.duckdb_path).exists():
-        raise CliError(f"no warehouse at {settings.duckdb_path}: run `robofy-etl sync` first")
+    if not Path(_warehouse_file(settings)).exists():
+        raise CliError(
+            f"no warehouse at {settings.warehouse.redacted}: run `robofy-etl sync` first"
+        )
     started = time.monotonic()
     try:
         wh = Warehouse.from_settings(settings)

@@ -394,9 +394,19 @@ class Settings:
             values[f.name] = meta["parse"](meta["env"], raw)
         return cls(**values)
 
-    def as_env(self) -> dict[str, str]:
-        """Every setting as the variable a user would set: ``from_env(s.as_env()) == s``."""
-        return {f.metadata["env"]: _unparse(getattr(self, f.name)) for f in fields(self)}
+    def as_env(self, *, secrets: bool = True) -> dict[str, str]:
+        """Every setting as the variable a user would set: ``from_env(s.as_env()) == s``.
+
+        Args:
+            secrets: include the settings that may hold a password (``ROBOFY_WAREHOUSE_URL``);
+                without them the dict is safe to store (Dagster keeps resource config with
+                every run).
+        """
+        return {
+            f.metadata["env"]: _unparse(getattr(self, f.name))
+            for f in fields(self)
+            if secrets or not f.metadata["secret"]
+        }
 
     @property
     def warehouse(self) -> WarehouseURL:

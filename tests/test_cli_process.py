@@ -58,6 +58,31 @@ def test_a_bad_setting_exits_two_naming_the_variable(value: str) -> None:
     assert "ROBOFY_MAX_IN_FLIGHT" in result.stderr
 
 
+@pytest.mark.parametrize("command", [["sync", "--start", "2026-11-29"], ["status"], ["rebuild"]])
+def test_a_postgresql_warehouse_url_is_refused_clearly_without_its_password(
+    command: list[str], tmp_path: Path
+) -> None:
+    """The PostgreSQL back end is not wired into the sync yet: say so before anything runs,
+    never show the password, and never fall back to a DuckDB file nobody asked for."""
+    url = "postgresql://robofy:pw-5e0a@127.0.0.1:9/robofy"
+    result = _cli(
+        *command,
+        env={"ROBOFY_WAREHOUSE_URL": url, "ROBOFY_API_KEY": "k", "DAGSTER_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 2
+    assert "ROBOFY_WAREHOUSE_URL names a postgresql warehouse" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pw-5e0a" not in result.stdout + result.stderr
+    assert "***" in result.stderr
+
+
+def test_a_duckdb_warehouse_url_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "from-url.duckdb"
+    result = _cli("status", env={"ROBOFY_WAREHOUSE_URL": f"duckdb:///{missing}"})
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+
+
 # In-process: the options and the demo's simulator reach the run as values, so the command
 # leaves the environment of the process that called it exactly as it found it.
 

@@ -12,6 +12,7 @@ from robofy_etl.defs.resources import RobofyResource, WarehouseResource
 from robofy_etl.defs.schedules import schedules, sync_job
 from robofy_etl.settings import API_KEY_ENV, Settings
 from robofy_etl.warehouse.models import discover
+from robofy_etl.warehouse.url import URL_ENV
 
 
 def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.Definitions:
@@ -25,9 +26,17 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
     """
     partitions = daily_partitions(settings.start_date)
     models = discover()
-    env = settings.as_env()
+    # Settings that may hold a password stay out of resource config (Dagster stores it with
+    # every run), like the key: read from the environment, or handed over ready-made.
+    env = settings.as_env(secrets=False)
     robofy = RobofyResource(
         api_key=dg.EnvVar(API_KEY_ENV) if api_key is None else api_key, settings=env
+    )
+    warehouse = WarehouseResource(
+        settings=env,
+        warehouse_url=dg.EnvVar(URL_ENV)
+        if settings.warehouse_url and api_key is None
+        else settings.warehouse_url,
     )
     return dg.Definitions(
         assets=[*raw_assets(partitions), model_assets(models)],
@@ -40,7 +49,9 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
             "robofy": robofy
             if api_key is None
             else dg.ResourceDefinition.hardcoded_resource(robofy, "The Robofy API"),
-            "warehouse": WarehouseResource(settings=env),
+            "warehouse": warehouse
+            if api_key is None or not settings.warehouse_url
+            else dg.ResourceDefinition.hardcoded_resource(warehouse, "The warehouse"),
         },
         # One process, steps in order: DuckDB has one writer, and a step subprocess costs ~2 s.
         executor=dg.in_process_executor,

@@ -17,6 +17,7 @@ from pydantic import Field
 from robofy_etl.api import ClientConfig, RobofyClient
 from robofy_etl.settings import Settings
 from robofy_etl.warehouse import Warehouse
+from robofy_etl.warehouse.url import URL_ENV
 
 _SETTINGS_DOC = (
     "ROBOFY_* settings by variable name, as in the environment (see the README); a variable "
@@ -47,12 +48,21 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The DuckDB warehouse file, and the read-only copy published for dashboards."""
 
     settings: dict[str, str] = Field(default_factory=dict, description=_SETTINGS_DOC)
+    warehouse_url: str = Field(
+        default="",
+        repr=False,
+        description=f"{URL_ENV} (it may hold a password: set it from the environment).",
+    )
+
+    def _settings(self) -> Settings:
+        url = {URL_ENV: self.warehouse_url} if self.warehouse_url else None
+        return Settings.from_env(self.settings, overrides=url)
 
     @property
     def publish_path(self) -> str:
-        return Settings.from_env(self.settings).resolved_publish_path
+        return self._settings().resolved_publish_path
 
     def get_warehouse(self) -> Warehouse:
-        wh = Warehouse.from_settings(Settings.from_env(self.settings))
+        wh = Warehouse.from_settings(self._settings())
         wh.initialize()
         return wh

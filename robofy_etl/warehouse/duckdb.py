@@ -214,12 +214,22 @@ class Warehouse:
             settings: the validated settings.
             overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait).
         """
+        target = settings.warehouse
+        if target.backend != "duckdb" or target.path is None:
+            # The PostgreSQL back end (warehouse/pg/) loads, keeps state and locks like this
+            # one, but the sync and the SQL models are not yet wired to it (issue 11): fail
+            # before anything runs rather than write into a DuckDB file nobody asked for.
+            raise WarehouseError(
+                f"ROBOFY_WAREHOUSE_URL names a {target.backend} warehouse ({target.redacted}),"
+                " which this version cannot sync into yet: only DuckDB files are supported."
+                " Unset ROBOFY_WAREHOUSE_URL (or give duckdb:///path/to/file.duckdb)."
+            )
         arguments: dict[str, Any] = {
             "lock_timeout_s": settings.lock_timeout_s,
             "memory_limit": settings.duckdb_memory_limit,
             "publish_storage_version": settings.publish_storage_version,
         }
-        return cls(settings.duckdb_path, **{**arguments, **overrides})
+        return cls(target.path, **{**arguments, **overrides})
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"

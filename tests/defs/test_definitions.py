@@ -248,3 +248,21 @@ def test_models_rebuild_when_any_upstream_day_is_updated() -> None:
         _report(instance, graph, sorted(downstream), today)
         _report(instance, graph, [*raw, *sorted(models)], today)
         assert requested() == set()
+
+
+def test_a_password_in_the_warehouse_url_is_not_stored_with_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ROBOFY_WAREHOUSE_URL may hold a password: it stays out of resource config, whether the
+    CLI hands its settings in or Dagster reads the environment."""
+    secret = "pw-7c1d"
+    url = f"postgresql+psycopg://robofy:{secret}@127.0.0.1:5432/robofy"
+    monkeypatch.setenv("ROBOFY_WAREHOUSE_URL", url)
+    settings = Settings.from_env({"ROBOFY_WAREHOUSE_URL": url})
+    assert secret not in repr(settings)
+    for defs in (build_definitions(settings, api_key="k"), build_definitions(settings)):
+        assert secret not in _stored_snapshot(defs)
+    warehouse = build_definitions(settings).resources["warehouse"]
+    assert isinstance(warehouse, WarehouseResource)
+    ready = warehouse.process_config_and_initialize()  # as a run does: the variable is read
+    assert ready._settings().warehouse_url == url
