@@ -176,8 +176,8 @@ def test_resources_are_configured_from_the_settings() -> None:
         overrides={"ROBOFY_BASE_URL": "http://127.0.0.1:9"},
     )
     resources = build_definitions(settings).resources
-    assert resources["robofy"].settings == settings.as_env()
-    assert resources["warehouse"].settings == settings.as_env()
+    assert resources["robofy"].settings == settings.as_env(secrets=False)
+    assert resources["warehouse"].settings == settings.as_env(secrets=False)
     robofy = RobofyResource(api_key="k", settings=settings.as_env())
     assert robofy.client_config() == ClientConfig.from_settings(settings, api_key="k")
 
