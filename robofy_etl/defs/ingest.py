@@ -1,8 +1,8 @@
 """Raw assets, one per stream of the registry, landing ``raw.robofy__*`` via ``robofy_etl.sync``.
 
 Every raw asset is derived from its ``robofy_etl.sync.registry`` entry: its key, description,
-partitions, dependency and checks. Streams one function syncs together (sessions and their
-transcripts) are one multi-asset, one step.
+partitions, dependency and checks. Each snapshot is a step of its own (projects, then
+chatbots); the windowed streams are one multi-asset, one step, whose syncs run at once.
 
 ``partition_expr`` names ``_slice``, the column that holds each row's partition day as
 'YYYY-MM-DD' (for transcript messages: their session's start day). Every windowed load replaces
@@ -13,7 +13,8 @@ the rows of its days by that column.
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -23,6 +24,7 @@ from robofy_etl.defs.partitions import window_of
 from robofy_etl.defs.resources import RobofyResource, WarehouseResource
 from robofy_etl.sync import SyncReport
 from robofy_etl.sync.registry import Stream, sync_function, sync_groups
+from robofy_etl.sync.together import run_together
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ KINDS = {"duckdb", "python"}
 # Run tag: fetch every transcript of the run's days again, changed or not (`sync --refetch`).
 REFETCH_TAG = "robofy/refetch"
 COMPLETE = "loaded_completely"
+# The step that syncs every windowed stream of the run's days.
+WINDOWED_STEP = "robofy__daily_streams"
 
 
 def raw_key(table: str) -> dg.AssetKey:
@@ -117,37 +121,62 @@ def _snapshot_asset(stream: Stream) -> dg.AssetsDefinition:
 
 
 def _windowed_asset(
-    streams: tuple[Stream, ...], partitions_def: dg.PartitionsDefinition
+    groups: Sequence[tuple[Stream, ...]], partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
-    """One step syncing ``streams`` (those one sync function writes together) for the run's
-    days."""
-    sync = sync_function(streams[0])
-    # The step's name: the asset's own for one stream (as @asset names it), else the sync's.
-    name = f"raw__{streams[0].name}" if len(streams) == 1 else f"robofy__{sync.__name__[5:]}"
+    """One step syncing every windowed stream for the run's days, all at once.
+
+    Each group is the streams one sync function writes together (sessions and their
+    transcripts). The groups run concurrently (``run_together``), the longest first: their
+    fetches overlap instead of waiting for each other. A group that fails does not stop the
+    others; the step reports what loaded, then fails with the first error. A run that selects
+    some of the streams syncs only their groups.
+    """
+    syncs = [sync_function(group[0]) for group in groups]
+    streams = [stream for group in groups for stream in group]
 
     @dg.multi_asset(
-        name=name,
+        name=WINDOWED_STEP,
         specs=[_spec(s) for s in streams],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=POOL,
         check_specs=[complete_check(s.name) for s in streams],
+        can_subset=True,
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[Any]]:
         wh = warehouse.get_warehouse()
+        window = window_of(context)
+        selected = {key.path[-1] for key in context.selected_asset_keys}
+        chosen = [
+            (group, sync)
+            for group, sync in zip(groups, syncs, strict=True)
+            if any(s.name in selected for s in group)
+        ]
         with robofy.get_client() as api:
-            report = sync(
-                api,
-                wh,
-                context.run.run_id,
-                window_of(context),
-                naive_tz=robofy.naive_timezone,
-                **_options(sync, context),
+            results = run_together(
+                [
+                    partial(
+                        sync,
+                        api,
+                        wh,
+                        context.run.run_id,
+                        window,
+                        naive_tz=robofy.naive_timezone,
+                        **_options(sync, context),
+                    )
+                    for _, sync in chosen
+                ]
             )
-        for stream in streams:
-            yield _result(stream.name, report)
+        errors = [result for result in results if isinstance(result, Exception)]
+        for (group, _), result in zip(chosen, results, strict=True):
+            if not isinstance(result, Exception):
+                for stream in group:
+                    if stream.name in selected:
+                        yield _result(stream.name, result)
+        if errors:
+            raise errors[0]
 
     return _asset
 
@@ -160,9 +189,10 @@ def _options(sync: Callable[..., SyncReport], context: AssetExecutionContext) ->
 
 
 def raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """Every raw asset of the registry, in dependency order (projects -> chatbots -> the rest):
-    a step per snapshot, and a step per sync function of the windowed streams."""
+    """Every raw asset of the registry: a step per snapshot, in dependency order (projects,
+    then chatbots), and one step for all the windowed streams."""
     groups = sync_groups()
     snapshots = [_snapshot_asset(s) for group in groups for s in group if not s.windowed]
-    windowed = [_windowed_asset(group, partitions_def) for group in groups if group[0].windowed]
-    return [*snapshots, *windowed]
+    # In registry order: the conversations (the longest sync) first, on the step's own thread.
+    windowed = [group for group in groups if group[0].windowed]
+    return [*snapshots, _windowed_asset(windowed, partitions_def)]

@@ -25,6 +25,7 @@ from robofy_etl.sync.continued import (
     refresh_continued,
 )
 from robofy_etl.sync.failures import FailureBreaker, outstanding_note
+from robofy_etl.sync.prefetch import Prefetch
 from robofy_etl.sync.registry import MESSAGES, SESSIONS, syncs
 from robofy_etl.sync.report import SyncReport, Tracker, combined, sum_counts
 from robofy_etl.sync.rows import (
@@ -36,8 +37,8 @@ from robofy_etl.sync.rows import (
     session_table,
     watermark,
 )
-from robofy_etl.sync.scan import Scan, scan_all
-from robofy_etl.sync.transcripts import Task, Transcript, classify, fetcher
+from robofy_etl.sync.scan import Scan, finish_listing, list_each
+from robofy_etl.sync.transcripts import Fetched, Task, Transcript, classify, fetcher
 from robofy_etl.sync.window import Window
 from robofy_etl.sync.write import by_chatbot, list_ledger, window_scope
 from robofy_etl.sync.writer import OrderedWriter
@@ -291,59 +292,79 @@ def _sync_pass(
         t.report.add_counts(SESSIONS_TABLE, s_counts)
         t.report.add_counts(MESSAGES_TABLE, messages)
 
-    scans = scan_all(api, t, SESSIONS, window, chatbots, stored_keys, full_scan=full_scan)
-    for scan in scans:
-        if scan.usable:  # a chatbot gone (404), or whose scan failed, keeps its data
-            take(scan)
-    usable = [s for s in scans if s.usable]
-    chatbots = [s.chatbot for s in usable]
-    chatbot_ids = {c for c, _ in chatbots}
-    stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
-    gone = confirm_gone(api, t, window, {c: missing[c] for c in chatbots})
-    gone_by_day: dict[str, list[tuple[str, str]]] = {}
-    for key in gone:
-        gone_by_day.setdefault(stored[key].day, []).append(key)
+    # A chatbot's transcripts start as soon as its listing is done, up to one chunk's worth while
+    # other listings are still running; the rest follow in day order (below), so the writer can
+    # write the oldest days while the newer ones are fetched.
+    with Prefetch[Task, Fetched](api, fetch) as prefetch:
+        budget = chunk_sessions
+        listings = []
+        for one in list_each(api, t, SESSIONS, window, chatbots, stored_keys, full_scan=full_scan):
+            listings.append(one)
+            if one.scan.usable:  # a chatbot gone (404), or whose scan failed, keeps its data
+                early = take(one.scan)[: max(budget, 0)]
+                prefetch.put(early)
+                budget -= len(early)
+        scans = finish_listing(t, SESSIONS, window, listings)
+        # In chatbot order, as the listings are reported (they arrived in any order).
+        for rows in by_day.values():
+            rows.sort(key=lambda row: row.chatbot_id)
+        for tasks in changed_by_day.values():
+            tasks.sort(key=lambda task: task.chatbot_id)
+        usable = [s for s in scans if s.usable]
+        chatbots = [s.chatbot for s in usable]
+        chatbot_ids = {c for c, _ in chatbots}
+        stored = {key: value for key, value in stored.items() if key[0] in chatbot_ids}
+        gone = confirm_gone(api, t, window, {c: missing[c] for c in chatbots})
+        gone_by_day: dict[str, list[tuple[str, str]]] = {}
+        for key in gone:
+            gone_by_day.setdefault(stored[key].day, []).append(key)
 
-    refreshed = refresh_continued(api, wh, run_id, t, usable, pending, listed | set(stored), fetch)
-    chunks = list(chunks_of_days(window, changed_by_day, chunk_sessions))
-    chunk_of_day = {day: n for n, days in enumerate(chunks) for day in days}
-    incomplete: list[tuple[str, str, str]] = []
-
-    # Transcripts are fetched in day order by one fan-out; a chunk of days is written (by one
-    # writer thread, in order) as soon as its last transcript arrives, while the next chunks
-    # are still being fetched.
-    transcripts = 0
-    breaker = FailureBreaker()
-    expected = [sum(len(changed_by_day.get(d, ())) for d in days) for days in chunks]
-    with OrderedWriter[tuple[Task, Transcript]](expected, write) as writer:
-        tasks = [task for days in chunks for d in days for task in changed_by_day.get(d, [])]
-        log.info(
-            "%d sessions listed in %s; fetching %d new or changed transcripts",
-            len(listed),
-            window,
-            len(tasks),
+        refreshed = refresh_continued(
+            api, wh, run_id, t, usable, pending, listed | set(stored), fetch
         )
-        next_report = time.monotonic() + PROGRESS_EVERY_S
-        for done, (task, result) in enumerate(api.fan_out(tasks, fetch), start=1):
-            if time.monotonic() >= next_report:
-                next_report += PROGRESS_EVERY_S
-                log.info(
-                    "transcripts: %d of %d (%.0f%%), %d requests so far",
-                    done,
-                    len(tasks),
-                    100.0 * done / len(tasks),
-                    t.api_delta()["requests"],
-                )
-            breaker.see(result)
-            key = task.key
-            attempts = pending[key].attempts if key in pending else 0
-            got = classify(t, task, result, expected_last.get(key), attempts)
-            if got.problem:
-                incomplete.append((task.chatbot_id, task.session_id, got.problem))
-            if not got.failed:
-                transcripts += 1
-            writer.add(chunk_of_day[task.day], (task, got))
-        writer.finish()
+        chunks = list(chunks_of_days(window, changed_by_day, chunk_sessions))
+        chunk_of_day = {day: n for n, days in enumerate(chunks) for day in days}
+        incomplete: list[tuple[str, str, str]] = []
+
+        # The other transcripts are fetched in day order; a chunk of days is written (by one
+        # writer thread, in order) as soon as its last transcript arrives, while the next chunks
+        # are still being fetched.
+        transcripts = 0
+        breaker = FailureBreaker()
+        expected = [sum(len(changed_by_day.get(d, ())) for d in days) for days in chunks]
+        with OrderedWriter[tuple[Task, Transcript]](expected, write) as writer:
+            tasks = [task for days in chunks for d in days for task in changed_by_day.get(d, [])]
+            log.info(
+                "%d sessions listed in %s; fetching %d new or changed transcripts (%d started "
+                "while listing)",
+                len(listed),
+                window,
+                len(tasks),
+                len(prefetch.fed),
+            )
+            prefetch.put(tasks)
+            prefetch.close()
+            next_report = time.monotonic() + PROGRESS_EVERY_S
+            for done, (task, result) in enumerate(prefetch.results(), start=1):
+                if time.monotonic() >= next_report:
+                    next_report += PROGRESS_EVERY_S
+                    log.info(
+                        "transcripts: %d of %d (%.0f%%), %d requests so far",
+                        done,
+                        len(tasks),
+                        100.0 * done / len(tasks),
+                        t.api_delta()["requests"],
+                    )
+                breaker.see(result)
+                key = task.key
+                attempts = pending[key].attempts if key in pending else 0
+                got = classify(t, task, result, expected_last.get(key), attempts)
+                if got.problem:
+                    incomplete.append((task.chatbot_id, task.session_id, got.problem))
+                if not got.failed:
+                    transcripts += 1
+                writer.add(chunk_of_day[task.day], (task, got))
+            writer.finish()
 
     if incomplete:
         t.problem(MESSAGES_TABLE, outstanding_note("transcripts", incomplete))
