@@ -31,7 +31,7 @@ import dagster
 t1 = time.perf_counter()
 dagster.DagsterInstance.ephemeral()
 t2 = time.perf_counter()
-import robofy_etl.defs.assembly, robofy_etl.streams
+import robofy_etl.defs.assembly, robofy_etl.sync
 t3 = time.perf_counter()
 print(t1 - t0, t2 - t1, t3 - t2)
 """

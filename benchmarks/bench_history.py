@@ -6,7 +6,7 @@ hourly run on it:
 
 1. History is the simulator's own seeded account (the one it serves), written straight through
    the warehouse layer (``Warehouse.transaction()`` and ``tx.replace``), each raw table shaped as
-   ``robofy_etl/streams.py`` shapes it: the typed columns, ``_payload`` as the record the API
+   ``robofy_etl/sync`` shapes it: the typed columns, ``_payload`` as the record the API
    client yields (the simulator's rendering, normalized by ``api.records.normalize_record``),
    ``_slice``. No HTTP, so a year loads in minutes. The days the simulator serves are stored
    exactly as a sync at the clock stores them (checked against a real sync: identical raw rows,
@@ -103,7 +103,7 @@ def older_dataset(first: datetime, last: datetime, clock: datetime) -> Dataset:
 
 
 class Shaper:
-    """Raw-table rows from a simulated dataset, as ``streams.py`` writes what the API sends."""
+    """Raw-table rows from a simulated dataset, as ``robofy_etl.sync`` writes what the API sends."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -172,7 +172,7 @@ class Shaper:
                         "message_id": record["id"],
                         "project_id": session.project_id,
                         "ordinal": ordinal,
-                        # streams._message_time: the first part's time
+                        # sync.rows.message_time: the first part's time
                         "sent_at": parse_timestamp(record["parts"][0]["data"]["time"]),
                         "_payload": record,
                         "_slice": day,

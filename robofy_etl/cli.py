@@ -185,6 +185,7 @@ def run_sync(
     from robofy_etl.defs.assembly import build_definitions
     from robofy_etl.defs.ingest import REFETCH_TAG
     from robofy_etl.defs.schedules import SYNC_JOB, range_tags
+    from robofy_etl.sync.registry import reports_run_totals
 
     if first < EARLIEST_DAY:
         raise CliError(f"--start {first} is before {EARLIEST_DAY}: no Robofy data is that old")
@@ -233,7 +234,7 @@ def run_sync(
                     k: _as_int(meta.get(f"rows_{k}"))
                     for k in ("inserted", "updated", "deleted", "in_slice")
                 }
-                if name != "robofy__chat_messages":  # conversations report once for both tables
+                if reports_run_totals(name):  # a sync of several tables reports once for all
                     for k in ("requests", "retries", "rate_limited", "pages"):
                         outcome.api[k] = outcome.api.get(k, 0) + _as_int(meta.get(f"api_{k}"))
                     outcome.quarantined += _as_int(meta.get("quarantined"))

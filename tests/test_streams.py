@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from robofy_etl import streams
+from robofy_etl import sync as streams
 from robofy_etl.api import ClientConfig, RetryPolicy, RobofyClient, RobofyError
 from robofy_etl.warehouse import Warehouse
 from tests.api.fakes import FakeRobofy

@@ -20,14 +20,11 @@ from robofy_etl.defs.ingest import POOL, raw_key
 from robofy_etl.defs.models import model_key
 from robofy_etl.defs.resources import WarehouseResource
 from robofy_etl.defs.schedules import RANGE_END, RANGE_START
+from robofy_etl.sync.registry import FRESHNESS, REFERENCES, STREAMS
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
-from robofy_etl.warehouse.tables import RAW_TABLES
 
 log = logging.getLogger(__name__)
-
-FRESHNESS = timedelta(hours=26)
-FRESH_STREAMS = ("robofy__inbox_sessions", "robofy__leads")
 
 # The key under which a check's mapping carries the run's id, beside the run's tags.
 RUN_ID = "robofy/run_id"
@@ -89,18 +86,18 @@ def _reconcile(conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str]) -> qual
 
 def _raw_checks() -> list[_Check]:
     checks: list[_Check] = []
-    for table, spec in RAW_TABLES.items():
+    for table, stream in STREAMS.items():
         checks.append(
             _Check(
                 dg.AssetCheckSpec(
-                    f"{table}__unique_{'_'.join(spec.key)}",
+                    f"{table}__unique_{'_'.join(stream.key)}",
                     asset=raw_key(table),
-                    description=f"raw.{table} has one row per ({', '.join(spec.key)}).",
+                    description=f"raw.{table} has one row per ({', '.join(stream.key)}).",
                 ),
                 partial(_raw_unique, table=table),
             )
         )
-    for ref in quality.REFERENCES:
+    for ref in REFERENCES:
         checks.append(
             _Check(
                 dg.AssetCheckSpec(
@@ -112,7 +109,7 @@ def _raw_checks() -> list[_Check]:
                 partial(_orphans, ref=ref),
             )
         )
-    for table in FRESH_STREAMS:
+    for table in (name for name, stream in STREAMS.items() if stream.fresh):
         checks.append(
             _Check(
                 dg.AssetCheckSpec(

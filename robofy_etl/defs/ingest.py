@@ -1,26 +1,41 @@
-"""Raw assets: one per API stream, landing ``raw.robofy__*`` through ``robofy_etl.streams``."""
+"""Raw assets, one per stream of the registry, landing ``raw.robofy__*`` via ``robofy_etl.sync``.
+
+Every raw asset is derived from its ``robofy_etl.sync.registry`` entry: its key, description,
+partitions, dependency and checks. Each snapshot is a step of its own (projects, then
+chatbots); the windowed streams are one multi-asset, one step, whose syncs run at once.
+
+``partition_expr`` names ``_slice``, the column that holds each row's partition day as
+'YYYY-MM-DD' (for transcript messages: their session's start day). Every windowed load replaces
+the rows of its days by that column.
+"""
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from robofy_etl import streams
 from robofy_etl.defs.partitions import window_of
 from robofy_etl.defs.resources import RobofyResource, WarehouseResource
+from robofy_etl.sync import SyncReport
+from robofy_etl.sync.registry import Stream, sync_function, sync_groups
+from robofy_etl.sync.together import run_together
 
 log = logging.getLogger(__name__)
 
 GROUP = "raw"
 POOL = "robofy_warehouse"  # one writer of the DuckDB file at a time (dagster.yaml: pools)
-KIND_TAGS = {"dagster/kind/duckdb": "", "dagster/kind/python": ""}
+KINDS = {"duckdb", "python"}
 # Run tag: fetch every transcript of the run's days again, changed or not (`sync --refetch`).
 REFETCH_TAG = "robofy/refetch"
 COMPLETE = "loaded_completely"
+# The step that syncs every windowed stream of the run's days.
+WINDOWED_STEP = "robofy__daily_streams"
 
 
 def raw_key(table: str) -> dg.AssetKey:
@@ -37,7 +52,7 @@ def complete_check(table: str) -> dg.AssetCheckSpec:
     )
 
 
-def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult[Any]:
+def _result(table: str, report: SyncReport) -> dg.MaterializeResult[Any]:
     metadata = report.metadata(table)
     counts = report.counts.get(table)
     rows = 0 if counts is None else counts.inserted + counts.updated + counts.unchanged
@@ -69,142 +84,115 @@ def _result(table: str, report: streams.SyncReport) -> dg.MaterializeResult[Any]
     )
 
 
-def _snapshot_asset(
-    table: str,
-    sync: Callable[..., streams.SyncReport],
-    description: str,
-    deps: list[dg.AssetKey],
-) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=raw_key(table),
+def _spec(stream: Stream) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        raw_key(stream.name),
         group_name=GROUP,
-        description=description,
-        deps=deps,
-        pool=POOL,
-        tags=KIND_TAGS,
-        metadata={"slice": "whole table (snapshot merge, soft deletes)"},
-        check_specs=[complete_check(table)],
+        description=stream.description,
+        deps=[raw_key(stream.parent)] if stream.parent else [],
+        metadata=(
+            {"partition_expr": stream.partition_expr}
+            if stream.partition_expr
+            else {"slice": "whole table (snapshot merge, soft deletes)"}
+        ),
+        kinds=KINDS,
     )
-    def _asset(
-        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:  # type: ignore[type-arg]  # bare: Dagster maps check outputs by it
-        wh = warehouse.get_warehouse()
-        with robofy.get_client() as api:
-            report = sync(api, wh, context.run.run_id, naive_tz=robofy.naive_timezone)
-        return _result(table, report)
-
-    return _asset
 
 
-def _windowed_asset(
-    table: str,
-    sync: Callable[..., streams.SyncReport],
-    description: str,
-    partitions_def: dg.PartitionsDefinition,
-    partition_expr: str,
-) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=raw_key(table),
-        group_name=GROUP,
-        description=description,
-        deps=[raw_key("robofy__chatbots")],
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=POOL,
-        tags=KIND_TAGS,
-        metadata={"partition_expr": partition_expr},
-        check_specs=[complete_check(table)],
-    )
-    def _asset(
-        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:  # type: ignore[type-arg]  # bare: Dagster maps check outputs by it
-        wh = warehouse.get_warehouse()
-        with robofy.get_client() as api:
-            report = sync(
-                api, wh, context.run.run_id, window_of(context), naive_tz=robofy.naive_timezone
-            )
-        return _result(table, report)
-
-    return _asset
-
-
-def raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """Every raw asset, wired in dependency order (projects -> chatbots -> the rest)."""
-    projects = _snapshot_asset(
-        "robofy__projects",
-        streams.sync_projects,
-        "One row per Robofy project, as returned by List Projects (full snapshot; vanished "
-        "projects are kept and marked deleted).",
-        deps=[],
-    )
-    chatbots = _snapshot_asset(
-        "robofy__chatbots",
-        streams.sync_chatbots,
-        "One row per chatbot (agent) of every live project, as returned by List Agents "
-        "(full snapshot; vanished chatbots are marked deleted).",
-        deps=[raw_key("robofy__projects")],
-    )
-    leads = _windowed_asset(
-        "robofy__leads",
-        streams.sync_leads,
-        "One row per captured lead, by the UTC day it was created, as returned by List Leads.",
-        partitions_def,
-        "_slice (created_at day)",
-    )
-    stats = _windowed_asset(
-        "robofy__message_stats",
-        streams.sync_message_stats,
-        "One row per chatbot and day of the message statistics endpoint.",
-        partitions_def,
-        "_slice (stat_date)",
-    )
-    return [projects, chatbots, _conversations_asset(partitions_def), leads, stats]
-
-
-def _conversations_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    sessions, messages = raw_key("robofy__inbox_sessions"), raw_key("robofy__chat_messages")
+def _snapshot_asset(stream: Stream) -> dg.AssetsDefinition:
+    """One step: a full snapshot of ``stream``."""
+    sync = sync_function(stream)
 
     @dg.multi_asset(
-        name="robofy__conversations",
-        specs=[
-            dg.AssetSpec(
-                sessions,
-                group_name=GROUP,
-                description="One row per inbox session (chatbot_id, session_id), by the UTC day "
-                "it started, as returned by List Sessions.",
-                deps=[raw_key("robofy__chatbots")],
-                metadata={"partition_expr": "_slice (session start day)"},
-                tags=KIND_TAGS,
-            ),
-            dg.AssetSpec(
-                messages,
-                group_name=GROUP,
-                description="One row per transcript message, in the partition of its session's "
-                "start day. Fetched only for new or changed sessions.",
-                deps=[sessions],
-                metadata={"partition_expr": "_slice (session start day)"},
-                tags=KIND_TAGS,
-            ),
-        ],
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        name=f"raw__{stream.name}",
+        specs=[_spec(stream)],
         pool=POOL,
-        check_specs=[complete_check(sessions.path[1]), complete_check(messages.path[1])],
+        check_specs=[complete_check(stream.name)],
     )
     def _asset(
         context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[Any]]:
         wh = warehouse.get_warehouse()
         with robofy.get_client() as api:
-            report = streams.sync_conversations(
-                api,
-                wh,
-                context.run.run_id,
-                window_of(context),
-                naive_tz=robofy.naive_timezone,
-                refetch=context.run.tags.get(REFETCH_TAG) == "true",
-            )
-        yield _result("robofy__inbox_sessions", report)
-        yield _result("robofy__chat_messages", report)
+            report = sync(api, wh, context.run.run_id, naive_tz=robofy.naive_timezone)
+        yield _result(stream.name, report)
 
     return _asset
+
+
+def _windowed_asset(
+    groups: Sequence[tuple[Stream, ...]], partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    """One step syncing every windowed stream for the run's days, all at once.
+
+    Each group is the streams one sync function writes together (sessions and their
+    transcripts). The groups run concurrently (``run_together``), the longest first: their
+    fetches overlap instead of waiting for each other. A group that fails does not stop the
+    others; the step reports what loaded, then fails with the first error. A run that selects
+    some of the streams syncs only their groups.
+    """
+    syncs = [sync_function(group[0]) for group in groups]
+    streams = [stream for group in groups for stream in group]
+
+    @dg.multi_asset(
+        name=WINDOWED_STEP,
+        specs=[_spec(s) for s in streams],
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        check_specs=[complete_check(s.name) for s in streams],
+        can_subset=True,
+    )
+    def _asset(
+        context: AssetExecutionContext, robofy: RobofyResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult[Any]]:
+        wh = warehouse.get_warehouse()
+        window = window_of(context)
+        selected = {key.path[-1] for key in context.selected_asset_keys}
+        chosen = [
+            (group, sync)
+            for group, sync in zip(groups, syncs, strict=True)
+            if any(s.name in selected for s in group)
+        ]
+        with robofy.get_client() as api:
+            results = run_together(
+                [
+                    partial(
+                        sync,
+                        api,
+                        wh,
+                        context.run.run_id,
+                        window,
+                        naive_tz=robofy.naive_timezone,
+                        **_options(sync, context),
+                    )
+                    for _, sync in chosen
+                ]
+            )
+        errors = [result for result in results if isinstance(result, Exception)]
+        for (group, _), result in zip(chosen, results, strict=True):
+            if not isinstance(result, Exception):
+                for stream in group:
+                    if stream.name in selected:
+                        yield _result(stream.name, result)
+        if errors:
+            raise errors[0]
+
+    return _asset
+
+
+def _options(sync: Callable[..., SyncReport], context: AssetExecutionContext) -> dict[str, Any]:
+    """Run-tag options a sync function takes (``sync --refetch``: every transcript again)."""
+    if "refetch" in inspect.signature(sync).parameters:
+        return {"refetch": context.run.tags.get(REFETCH_TAG) == "true"}
+    return {}
+
+
+def raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every raw asset of the registry: a step per snapshot, in dependency order (projects,
+    then chatbots), and one step for all the windowed streams."""
+    groups = sync_groups()
+    snapshots = [_snapshot_asset(s) for group in groups for s in group if not s.windowed]
+    # In registry order: the conversations (the longest sync) first, on the step's own thread.
+    windowed = [group for group in groups if group[0].windowed]
+    return [*snapshots, _windowed_asset(windowed, partitions_def)]

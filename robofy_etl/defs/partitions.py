@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from robofy_etl.streams import Window
+from robofy_etl.sync import Window
 
 
 def daily_partitions(start_date: date) -> dg.DailyPartitionsDefinition:

@@ -37,16 +37,6 @@ class Reference:
         return f"{self.child}__references_{self.parent.removeprefix('robofy__')}"
 
 
-# messages -> sessions -> chatbots -> projects, and leads/stats -> chatbots.
-REFERENCES: tuple[Reference, ...] = (
-    Reference("robofy__chat_messages", "robofy__inbox_sessions", ("chatbot_id", "session_id")),
-    Reference("robofy__inbox_sessions", "robofy__chatbots", ("chatbot_id",)),
-    Reference("robofy__chatbots", "robofy__projects", ("project_id",)),
-    Reference("robofy__leads", "robofy__chatbots", ("chatbot_id",)),
-    Reference("robofy__message_stats", "robofy__chatbots", ("chatbot_id",)),
-)
-
-
 def _ident_list(columns: Sequence[str]) -> str:
     for c in columns:
         if not c.replace("_", "").isalnum():

@@ -186,9 +186,9 @@ def test_a_long_backfill_runs_in_passes_with_the_same_result(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past BACKFILL_PASS_DAYS the window is synced in passes (memory stays per pass)."""
-    from robofy_etl import streams
+    from robofy_etl.sync import conversations
 
-    monkeypatch.setattr(streams, "BACKFILL_PASS_DAYS", 3)  # 8 days: passes of 3, 3 and 2
+    monkeypatch.setattr(conversations, "BACKFILL_PASS_DAYS", 3)  # 8 days: passes of 3, 3 and 2
     outcome = pipeline.sync()
     assert outcome.success, outcome.errors
     _assert_matches_dataset(pipeline)

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from robofy_etl.sync.registry import REFERENCES
 from robofy_etl.warehouse import LoadCounts, Warehouse, quality
 
 NOW = datetime(2026, 11, 20, 12, 0)
@@ -64,7 +65,7 @@ def test_unique_key_and_orphans_catch_the_defects(conn: duckdb.DuckDBPyConnectio
     duplicate = quality.raw_unique_key(conn, "robofy__chatbots")
     assert not duplicate.passed
     assert duplicate.metadata["duplicate_keys"] == 1
-    ref = next(r for r in quality.REFERENCES if r.child == "robofy__chatbots")
+    ref = next(r for r in REFERENCES if r.child == "robofy__chatbots")
     orphan = quality.orphans(conn, ref)  # project 1 was never loaded
     assert not orphan.passed
     assert orphan.metadata["orphan_rows"] == 2
@@ -149,7 +150,7 @@ def test_raw_checks_look_only_at_what_the_run_wrote(conn: duckdb.DuckDBPyConnect
     scoped = quality.raw_unique_key(conn, "robofy__leads", "new")
     assert scoped.passed
     assert scoped.metadata["rows"] == 3  # only the run's keys were looked at
-    ref = next(r for r in quality.REFERENCES if r.child == "robofy__leads")
+    ref = next(r for r in REFERENCES if r.child == "robofy__leads")
     assert not quality.orphans(conn, ref).passed
     assert quality.orphans(conn, ref, "new").passed
     _lead(conn, "new-dup", "gone-bot", "new")
