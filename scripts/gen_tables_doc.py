@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robofy_etl.warehouse.models import generate_tables_doc
+from robofy_etl.warehouse.docs import generate_tables_doc
 
 TABLES_MD = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 

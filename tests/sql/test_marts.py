@@ -11,7 +11,7 @@ from datetime import date
 import duckdb
 import pytest
 
-from robofy_etl.warehouse import models
+from robofy_etl.warehouse import docs, models
 
 # ids of the hand-written rows in conftest.py (conftest is not importable as a module)
 BOT_WEB = "bot-web_1"
@@ -124,7 +124,7 @@ def test_every_design_mart_has_a_model_file() -> None:
 def test_mart_has_the_contract_columns_and_types(
     warehouse: duckdb.DuckDBPyConnection, relation: str
 ) -> None:
-    columns = {name: data_type for name, data_type, _ in models.describe(warehouse)[relation]}
+    columns = {name: data_type for name, data_type, _ in docs.describe(warehouse)[relation]}
     missing = sorted(set(CONTRACT[relation]) - set(columns))
     assert not missing, f"{relation} lacks contract columns {missing}"
     wrong = {
@@ -139,7 +139,7 @@ def test_mart_has_the_contract_columns_and_types(
 def test_timestamp_columns_are_utc_timestamps(
     warehouse: duckdb.DuckDBPyConnection, relation: str
 ) -> None:
-    for name, data_type, _ in models.describe(warehouse)[relation]:
+    for name, data_type, _ in docs.describe(warehouse)[relation]:
         if name.endswith("_at"):
             assert data_type == "TIMESTAMP", f"{relation}.{name} is {data_type}"
 
@@ -164,7 +164,7 @@ def test_grain_is_unique_and_keys_not_null(
 def test_every_column_has_a_comment(
     warehouse: duckdb.DuckDBPyConnection, model: models.Model
 ) -> None:
-    described = models.describe(warehouse)[model.name]
+    described = docs.describe(warehouse)[model.name]
     undocumented = [name for name, _, comment in described if not (comment or "").strip()]
     assert not undocumented, f"{model.path}: add header docs for {undocumented}"
     table_comment = warehouse.execute(

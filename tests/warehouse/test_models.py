@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from robofy_etl.warehouse import WarehouseMemoryError, models
+from robofy_etl.warehouse import WarehouseMemoryError, docs, models
 from robofy_etl.warehouse.tables import META_DOCS, RAW_TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def test_build_creates_documented_relations(
         ("staging.stg_p", "table", 1),
         ("marts.p", "table", 1),
     ]
-    assert models.describe(conn) == {
+    assert docs.describe(conn) == {
         "marts.p": [("project_id", "BIGINT", "Robofy project id.")],
         "staging.stg_p": [
             ("project_id", "BIGINT", "Robofy project id."),
@@ -272,7 +272,7 @@ def test_repository_models_form_a_valid_graph() -> None:
 
 def test_tables_doc_is_current() -> None:
     committed = (REPO / "docs" / "tables.md").read_text(encoding="utf-8")
-    assert committed == models.generate_tables_doc(), (
+    assert committed == docs.generate_tables_doc(), (
         "docs/tables.md is out of date: run `.venv/bin/python scripts/gen_tables_doc.py`"
     )
 
