@@ -272,9 +272,11 @@ class Settings:
         "ROBOFY_WAREHOUSE_URL",
         "",
         _warehouse_url,
-        "The warehouse, a SQLAlchemy URL: `duckdb:///path.duckdb` or "
-        "`postgresql+psycopg://user:password@host:5432/db` (empty: the DuckDB file "
-        "`ROBOFY_DUCKDB_PATH`). Its password is never logged.",
+        "The warehouse, a SQLAlchemy URL: `duckdb:///path.duckdb` (empty: the DuckDB file "
+        "`ROBOFY_DUCKDB_PATH`; `--warehouse URL` on the commands). "
+        "`postgresql+psycopg://user:password@host:5432/db` is parsed and checked (its password "
+        "is never logged or stored), but the sync is not wired to PostgreSQL yet: such a URL "
+        "is refused with exit status 2.",
         secret=True,
     )
     publish_path: str = _setting(

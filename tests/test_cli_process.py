@@ -83,6 +83,24 @@ def test_a_duckdb_warehouse_url_names_the_file(tmp_path: Path) -> None:
     assert str(missing) in result.stderr
 
 
+def test_the_warehouse_option_names_the_warehouse_and_duckdb_wins_over_the_variable(
+    tmp_path: Path,
+) -> None:
+    by_option = tmp_path / "option.duckdb"
+    result = _cli("status", "--warehouse", f"duckdb:///{by_option}")
+    assert result.returncode == 2
+    assert str(by_option) in result.stderr
+    # --duckdb names the file, whatever ROBOFY_WAREHOUSE_URL says
+    by_path = tmp_path / "path.duckdb"
+    env = {"ROBOFY_WAREHOUSE_URL": "postgresql://robofy:pw-1@127.0.0.1:9/robofy"}
+    result = _cli("status", "--duckdb", str(by_path), env=env)
+    assert result.returncode == 2
+    assert str(by_path) in result.stderr
+    both = _cli("status", "--duckdb", str(by_path), "--warehouse", f"duckdb:///{by_option}")
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+
+
 # In-process: the options and the demo's simulator reach the run as values, so the command
 # leaves the environment of the process that called it exactly as it found it.
 

@@ -45,6 +45,9 @@ def settings_from_args(args: argparse.Namespace, **defaults: str) -> Settings:
         overrides["ROBOFY_BASE_URL"] = args.base_url
     if getattr(args, "duckdb", None):
         overrides["ROBOFY_DUCKDB_PATH"] = args.duckdb
+        overrides["ROBOFY_WAREHOUSE_URL"] = ""  # the file asked for, whatever the environment
+    if getattr(args, "warehouse", None):
+        overrides["ROBOFY_WAREHOUSE_URL"] = args.warehouse
     try:
         return Settings.from_env(overrides=overrides)
     except SettingsError as exc:

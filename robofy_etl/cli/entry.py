@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--base-url", help="Robofy API base URL (default: $ROBOFY_BASE_URL)")
-        p.add_argument("--duckdb", help="warehouse file (default: $ROBOFY_DUCKDB_PATH)")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--duckdb", help="warehouse file (default: $ROBOFY_DUCKDB_PATH)")
+        where.add_argument(
+            "--warehouse",
+            metavar="URL",
+            help="warehouse URL, duckdb:///path/file.duckdb (default: $ROBOFY_WAREHOUSE_URL);"
+            " a password on the command line is visible to other users: prefer the variable",
+        )
 
     p = sub.add_parser("sync", help="sync a range of days (API key from $ROBOFY_API_KEY)")
     p.add_argument("--start", type=_date, help="first day, UTC (default: 13 days before --end)")
