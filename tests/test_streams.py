@@ -6,6 +6,7 @@ the pages it needs; the warehouse is a real DuckDB file.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from pathlib import Path
 
@@ -106,6 +107,45 @@ def test_newest_first_scan_stops_after_the_page_past_the_window(
             "select session_id from raw.robofy__inbox_sessions order by 1"
         ).fetchall()
     assert got == [("s2",), ("s3",)]
+
+
+def _scan_records(wh: Warehouse) -> list[tuple[str, str, dict[str, object], str]]:
+    """meta.sync_state as its readers see it (nothing in the pipeline reads it back)."""
+    with wh.connect() as conn:
+        rows = conn.execute(
+            "select stream, scope, value, run_id from meta.sync_state order by all"
+        ).fetchall()
+    return [(stream, scope, json.loads(value), run) for stream, scope, value, run in rows]
+
+
+def test_each_sessions_scan_is_recorded_per_chatbot_and_replaced_by_the_next(
+    fake: FakeRobofy, wh: Warehouse
+) -> None:
+    first = [_session("s2", "2026-10-11 09:00:00", "2026-10-11 10:00:00")]
+    older = [_session("s1", "2026-10-01 09:00:00", "2026-10-01 10:00:00")]
+    fake.add_pages(SESSIONS, "sessions", [first, older])
+    _transcript(fake, "s2", [_message("s2-m1", "2026-10-11 10:00:00")])
+    with _client(fake) as api:
+        _load_dimensions(api, wh)
+        streams.sync_conversations(api, wh, "run-1", WINDOW)
+        assert _scan_records(wh) == [
+            (
+                "sessions",
+                "chatbot:bot-1",
+                {"window": str(WINDOW), "pages": 2, "newest_first": True, "stopped_early": True},
+                "run-1",
+            )
+        ]
+        later = streams.Window(date(2026, 10, 11), date(2026, 10, 12))
+        streams.sync_conversations(api, wh, "run-2", later)
+    assert _scan_records(wh) == [
+        (
+            "sessions",
+            "chatbot:bot-1",
+            {"window": str(later), "pages": 2, "newest_first": True, "stopped_early": True},
+            "run-2",
+        )
+    ]
 
 
 def test_disorder_falls_back_to_a_full_scan(fake: FakeRobofy, wh: Warehouse) -> None:

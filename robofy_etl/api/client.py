@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from datetime import date
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import httpx
 
 from robofy_etl import __version__
+from robofy_etl.api.concurrency import FanOutStopped, Pacer, fan_out, fan_out_stopping
+from robofy_etl.api.config import ClientConfig, EndpointStats
 from robofy_etl.api.endpoints import ENDPOINTS, Endpoint, build_path
 from robofy_etl.api.errors import (
     RobofyCertificateError,
@@ -32,20 +33,8 @@ from robofy_etl.api.errors import (
 )
 from robofy_etl.api.pagination import Page, describe_keys, extract_object, iter_pages
 from robofy_etl.api.records import normalize_record
-from robofy_etl.api.retry import (
-    RetryPolicy,
-    backoff_delay,
-    certificate_error,
-    parse_retry_after,
-    should_retry,
-)
-from robofy_etl.api.transport import (
-    ATTEMPT_TIMEOUT_FACTOR,
-    Urllib3Transport,
-    add_attempt_deadline,
-    attempt_deadline,
-)
-from robofy_etl.settings import DEFAULTS, Settings, check_api_key
+from robofy_etl.api.retry import backoff_delay, certificate_error, parse_retry_after, should_retry
+from robofy_etl.api.transport import Urllib3Transport, add_attempt_deadline, attempt_deadline
 
 __all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
 
@@ -60,145 +49,6 @@ class _NoCookies(httpx.Cookies):
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Everything the client needs; no environment reads happen here.
-
-    Build it from the settings with `from_settings`: `Settings` declares and validates every
-    value that comes from the environment, and its defaults (`DEFAULTS`) are the defaults
-    here, so nothing is declared or checked twice. Only the key is checked here (it is not a
-    setting).
-
-    Attributes:
-        base_url: API root, e.g. `https://agents.robofy.ai` or a simulator URL.
-        api_key: The API key; excluded from repr and never logged.
-        auth_header: `bearer` sends `Authorization: Bearer <key>`; `api-key` sends
-            `api-key: <key>`.
-        timeout_s: Read/write/pool timeout in seconds: the longest wait for any one chunk.
-        connect_timeout_s: Connect timeout in seconds.
-        attempt_timeout_s: Seconds one attempt may take to send its request and read the whole
-            response, however steadily the bytes trickle in; past it the attempt is a timeout
-            and is retried. None (default) means `ATTEMPT_TIMEOUT_FACTOR` (2) times
-            `timeout_s`; see `attempt_timeout`. Opening a connection is bounded separately
-            by `connect_timeout_s`.
-        max_in_flight: Hard cap of concurrent HTTP requests across all threads.
-        max_requests_per_second: Proactive pacing shared by all threads; None disables it.
-        max_pages: Page cap per list (PaginationLoopError beyond it).
-        retry: The retry policy.
-        naive_timezone: Zone of timestamps without an offset (used by callers of
-            `parse_timestamp`).
-        stats_params: Query names of E8 for project id, chatbot id, start and end date.
-        page_token_param: Query parameter that sends the next-page token back.
-        http_transport: "urllib3" (default: `transport.Urllib3Transport`, urllib3's pool;
-            least CPU per request) or "httpx" (httpx's own transport, httpcore's pool). Both
-            honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
-    """
-
-    base_url: str = DEFAULTS.base_url
-    api_key: str = field(default="", repr=False)
-    auth_header: Literal["bearer", "api-key"] = DEFAULTS.auth_header
-    timeout_s: float = DEFAULTS.timeout_s
-    connect_timeout_s: float = 10.0
-    attempt_timeout_s: float | None = None
-    max_in_flight: int = DEFAULTS.max_in_flight
-    max_requests_per_second: float | None = DEFAULTS.max_rps
-    max_pages: int = 10_000
-    retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(
-            max_attempts=DEFAULTS.max_attempts, initial_delay=DEFAULTS.retry_delay_s
-        )
-    )
-    naive_timezone: str = DEFAULTS.naive_timezone
-    stats_params: tuple[str, str, str, str] = DEFAULTS.stats_params
-    page_token_param: str = "nextPageToken"  # noqa: S105 - a query parameter name, not a secret
-    http_transport: Literal["urllib3", "httpx"] = DEFAULTS.http_transport
-
-    def __post_init__(self) -> None:
-        """Fail fast on a key that cannot work, without ever echoing it."""
-        check_api_key(self.api_key)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, api_key: str, **overrides: Any) -> ClientConfig:
-        """The client `settings` describe, with `api_key`.
-
-        Args:
-            settings: The validated settings.
-            api_key: The API key (not a setting: it stays out of `Settings`).
-            overrides: Fields that win (`max_in_flight=2` for the probe, test knobs).
-        """
-        values: dict[str, Any] = {
-            "base_url": settings.base_url,
-            "auth_header": settings.auth_header,
-            "timeout_s": settings.timeout_s,
-            "max_in_flight": settings.max_in_flight,
-            "max_requests_per_second": settings.max_rps,
-            "http_transport": settings.http_transport,
-            "retry": RetryPolicy(
-                max_attempts=settings.max_attempts, initial_delay=settings.retry_delay_s
-            ),
-            "naive_timezone": settings.naive_timezone,
-            "stats_params": settings.stats_params,
-        }
-        return cls(api_key=api_key, **{**values, **overrides})
-
-    @property
-    def attempt_timeout(self) -> float:
-        """Seconds one attempt may take, connecting aside (`attempt_timeout_s` or its default)."""
-        if self.attempt_timeout_s is not None:
-            return self.attempt_timeout_s
-        return ATTEMPT_TIMEOUT_FACTOR * self.timeout_s
-
-
-@dataclass(slots=True)
-class EndpointStats:
-    """Counters for one endpoint (or summed over all).
-
-    Attributes:
-        requests: HTTP attempts sent (retries included).
-        retries: Attempts that were followed by another attempt.
-        rate_limited: 429 responses received.
-        pages: Successful (2xx, valid JSON) responses.
-        bytes: Response body bytes received.
-        errors: Failed attempts (error status, transport error or invalid JSON), retried or not.
-        elapsed_s: Wall time spent in HTTP attempts, summed over threads.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    pages: int = 0
-    bytes: int = 0
-    errors: int = 0
-    elapsed_s: float = 0.0
-
-    def __add__(self, other: EndpointStats) -> EndpointStats:
-        """Sum two stats field by field."""
-        return EndpointStats(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(EndpointStats))
-        )
-
-
-class _Pacer:
-    """Spaces request starts at least `1/rate` seconds apart, across threads."""
-
-    def __init__(
-        self, rate: float, clock: Callable[[], float], sleep: Callable[[float], Any]
-    ) -> None:
-        self._interval = 1.0 / rate
-        self._clock = clock
-        self._sleep = sleep
-        self._next = float("-inf")
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            self._sleep(start - now)
 
 
 class RobofyClient:
@@ -281,7 +131,7 @@ class RobofyClient:
             self._httpx_deadline = config.attempt_timeout
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._pacer = (
-            _Pacer(config.max_requests_per_second, clock, self._sleep)
+            Pacer(config.max_requests_per_second, clock, self._sleep)
             if config.max_requests_per_second
             else None
         )
@@ -336,10 +186,10 @@ class RobofyClient:
         # parsed, merged and re-parsed (89 -> 44 µs of CPU per request). Same encoding as httpx.
         url = self._base_url + path + ("?" + urlencode(params) if params else "")
         attempt = 0
-        stopping: threading.Event | None = getattr(_fan_out_worker, "stopping", None)
+        stopping = fan_out_stopping()
         while True:
             if stopping is not None and stopping.is_set():
-                raise _FanOutStopped  # the fan-out this thread serves has ended: no new request
+                raise FanOutStopped  # the fan-out this thread serves has ended: no new request
             attempt += 1
             failure: Exception | None = None
             response: httpx.Response | None = None
@@ -613,92 +463,13 @@ class RobofyClient:
         fn: Callable[[T], R],
         max_workers: int | None = None,
     ) -> Iterator[tuple[T, R]]:
-        """Run `fn(task)` for every task on a thread pool; yield `(task, result)` as each ends.
+        """Run `fn(task)` for every task on `max_workers` threads (default: `max_in_flight`).
 
-        At most `2 * max_workers` tasks are submitted ahead of the consumer, so a generator of
-        100k tasks is consumed lazily and memory stays flat. Results come in completion order.
-        The HTTP in-flight cap and rate limit still apply to whatever `fn` requests.
-
-        The fan-out stops as soon as the consumer is gone: when `fn` raises, when the consumer
-        raises (Ctrl-C's KeyboardInterrupt included) or closes the generator (`break`,
-        `close()`). Queued tasks are dropped, no worker starts another request through any
-        `RobofyClient` (a `_get` on a stopped worker raises, a retry backoff is cut short), and
-        the generator returns once the requests in flight have ended, which the attempt timeout
-        bounds. No worker thread outlives it.
-
-        Args:
-            tasks: Any iterable (consumed lazily).
-            fn: Called once per task, on a worker thread.
-            max_workers: Threads (default: `max_in_flight`).
-
-        Yields:
-            `(task, fn(task))` pairs.
-
-        Raises:
-            Exception: The first exception raised by `fn`, after pending tasks are cancelled and
-                running ones have finished.
+        Yields `(task, result)` in completion order; see `concurrency.fan_out` for the
+        lookahead, and how it stops (a stopped worker sends no further request through any
+        `RobofyClient`). The in-flight cap and rate limit still apply to what `fn` requests.
         """
-        workers = max_workers or self._config.max_in_flight
-        ahead = 2 * workers
-        # Plain threads on C queues rather than a ThreadPoolExecutor: its Future per task (with
-        # a Condition and callbacks) was about 5% of a sync's GIL time.
-        todo: queue.SimpleQueue[object] = queue.SimpleQueue()
-        done: queue.SimpleQueue[tuple[Any, Any, BaseException | None]] = queue.SimpleQueue()
-        stopping = threading.Event()
-
-        def work() -> None:
-            _fan_out_worker.stopping = stopping
-            while True:
-                task = todo.get()
-                if task is _STOP:
-                    # One marker stops every worker: each puts it back for the next. Counting
-                    # one marker per thread could leave a worker waiting forever when Ctrl-C
-                    # lands between starting a thread and counting it.
-                    todo.put(_STOP)
-                    return
-                if stopping.is_set():
-                    continue  # cancelled: the consumer is gone
-                try:
-                    done.put((task, fn(task), None))  # type: ignore[arg-type]
-                except BaseException as exc:  # handed to the consumer, raised there
-                    done.put((task, None, exc))
-
-        threads: list[threading.Thread] = []
-        source = iter(tasks)
-        pending = 0
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and pending < ahead:
-                    try:
-                        task = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    todo.put(task)
-                    pending += 1
-                    if len(threads) < min(pending, workers):  # start threads as work arrives
-                        thread = threading.Thread(
-                            target=work, name=f"robofy-fan-out_{len(threads)}", daemon=True
-                        )
-                        threads.append(thread)  # before start(): joined even if Ctrl-C lands
-                        thread.start()
-                if not pending:
-                    return
-                task, result, error = done.get()
-                pending -= 1
-                if error is not None:
-                    raise error
-                yield task, result
-        finally:
-            # Runs on return, on any exception in this frame (KeyboardInterrupt included) and
-            # on generator close. Stop first, then wait: a second Ctrl-C while waiting
-            # interrupts the join, and the workers still stop on their own.
-            stopping.set()
-            todo.put(_STOP)
-            for thread in threads:
-                if thread.is_alive():  # False for a thread whose start() was interrupted
-                    thread.join()
+        return fan_out(tasks, fn, max_workers or self._config.max_in_flight)
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -713,20 +484,6 @@ class RobofyClient:
         for s in self.stats().values():
             total = total + s
         return total
-
-
-_STOP = object()  # tells a fan-out thread to end
-
-# On a fan_out worker thread: `.stopping`, the Event set when that fan-out ends.
-_fan_out_worker = threading.local()
-
-
-class _FanOutStopped(BaseException):
-    """Raised in a fan-out worker that tries to send a request after its fan-out stopped.
-
-    A BaseException, like KeyboardInterrupt, so that `except Exception` in the task function
-    cannot swallow it and carry on. Nobody sees it: the consumer has already gone.
-    """
 
 
 def _reason(status: int, failure: Exception | None) -> str:

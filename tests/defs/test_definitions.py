@@ -23,6 +23,7 @@ RAW = {
     "raw/robofy__leads",
     "raw/robofy__message_stats",
 }
+STAGING = {f"staging/stg_{key.split('/')[1]}" for key in RAW}
 MARTS = {
     "marts/projects",
     "marts/chatbots",
@@ -45,11 +46,8 @@ def _keys(defs: dg.Definitions) -> set[str]:
     return {key.to_user_string() for key in graph.get_all_asset_keys()}
 
 
-def test_asset_graph_has_every_raw_staging_and_mart_relation(defs: dg.Definitions) -> None:
-    keys = _keys(defs)
-    assert keys >= RAW | MARTS
-    staging = {k for k in keys if k.startswith("staging/")}
-    assert {f"staging/stg_{name.split('/')[1]}" for name in RAW} == staging
+def test_asset_graph_is_exactly_the_raw_staging_and_mart_relations(defs: dg.Definitions) -> None:
+    assert _keys(defs) == RAW | STAGING | MARTS
 
 
 def test_marts_have_lineage_back_to_raw(defs: dg.Definitions) -> None:
@@ -61,9 +59,12 @@ def test_marts_have_lineage_back_to_raw(defs: dg.Definitions) -> None:
             found |= {parent.to_user_string(), *ancestors(parent)}
         return found
 
-    assert {"raw/robofy__inbox_sessions", "raw/robofy__chat_messages", "raw/robofy__leads"} <= (
-        ancestors(dg.AssetKey(["marts", "sessions"]))
-    )
+    conversations = {"chatbots", "inbox_sessions", "chat_messages", "leads"}
+    assert ancestors(dg.AssetKey(["marts", "sessions"])) == {
+        "raw/robofy__projects",  # raw/robofy__chatbots depends on it
+        *(f"raw/robofy__{name}" for name in conversations),
+        *(f"staging/stg_robofy__{name}" for name in conversations),
+    }
     assert "raw/robofy__message_stats" in ancestors(
         dg.AssetKey(["marts", "chatbot_daily_activity"])
     )

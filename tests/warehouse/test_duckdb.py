@@ -81,16 +81,29 @@ def test_transaction_rolls_back_on_error(wh: Warehouse) -> None:
 def test_transaction_waits_for_another_process_then_succeeds(
     wh: Warehouse, hold_lock: HoldLock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    holder = hold_lock(wh.path, 1.5)
-    started = time.monotonic()
+    holder = hold_lock(wh.path, 30)  # holds the file until it ends
+    pauses: list[float] = []
 
-    with caplog.at_level("INFO", logger="robofy_etl.warehouse.duckdb"), wh.transaction("r1") as tx:
-        tx.set_state("s", "x", {"ok": True})
+    def pause(seconds: float) -> None:
+        """The lock wait's sleep: the holder ends during the first one."""
+        pauses.append(seconds)
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
 
-    assert time.monotonic() - started >= 0.5
-    assert holder.poll() is not None  # it had to finish first
+    waiting = Warehouse(wh.path, lock_timeout_s=10.0, sleep=pause)
+    with (
+        caplog.at_level("INFO", logger="robofy_etl.warehouse.duckdb"),
+        waiting.transaction("r1") as tx,
+    ):
+        tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)
+
+    assert pauses == [0.05]  # found the file locked, waited once, then got it
     assert f"PID {holder.pid}" in caplog.text
-    assert wh.get_state("s", "x") == {"ok": True}
+    assert "got the lock after" in caplog.text
+    with wh.connect() as conn:
+        loaded = conn.execute("select session_id from raw.robofy__inbox_sessions").fetchall()
+    assert loaded == [("s1",)]
 
 
 def test_lock_timeout_names_the_holder_and_the_setting(wh: Warehouse, hold_lock: HoldLock) -> None:
@@ -255,6 +268,7 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_state(wh: Warehouse) 
         tx.replace("robofy__inbox_sessions", previous, slice=DAY_1)
         tx.set_state("sessions", "chatbot:a", {"cursor": "r1"})
     before = table_rows(wh, "raw.robofy__inbox_sessions")
+    state = table_rows(wh, "meta.sync_state")
     script = textwrap.dedent(
         CRASHING_LOAD.format(tests=str(Path(__file__).parent), path=str(wh.path))
     )
@@ -271,7 +285,7 @@ def test_a_load_killed_mid_transaction_leaves_the_previous_state(wh: Warehouse) 
     assert proc.returncode == -signal.SIGKILL
 
     assert table_rows(wh, "raw.robofy__inbox_sessions") == before
-    assert wh.get_state("sessions", "chatbot:a") == {"cursor": "r1"}
+    assert table_rows(wh, "meta.sync_state") == state
     with wh.transaction(run_id="r3") as tx:
         counts = tx.replace(
             "robofy__inbox_sessions", [session_row("a", "s3", "2026-10-01")], slice=DAY_1

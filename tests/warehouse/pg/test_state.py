@@ -7,6 +7,7 @@ they write (JSON as text, byte for byte).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,9 @@ def twins(tmp_path: Path, pg_engine: sa.Engine) -> Twins:
 
 
 def test_state_drift_quarantine_and_audit_match_duckdb(twins: Twins) -> None:
-    assert twins.call("get_state", "sessions", "bot-1") is None
-    value = {"cursor": "2026-03-01T00:00:00Z", "pages": [1, 2], "é": None}
+    value = {"window": "2026-03-01..2026-03-02", "pages": 2, "é": None}
     twins.call("set_state", "sessions", "bot-1", value, run_id="r1", now=T0)
-    twins.call("set_state", "sessions", "bot-1", {**value, "pages": [3]}, run_id="r2", now=T0)
-    assert twins.call("get_state", "sessions", "bot-1") == {**value, "pages": [3]}
+    twins.call("set_state", "sessions", "bot-1", {**value, "pages": 3}, run_id="r2", now=T0)
     for run in ("r1", "r2"):
         assert (
             twins.call(
@@ -93,7 +92,9 @@ def test_state_drift_quarantine_and_audit_match_duckdb(twins: Twins) -> None:
         run_id="r1",
         finished_at=T0 + timedelta(seconds=3),
     )
-    twins.table("meta.sync_state", ("value",))
+    [state] = twins.table("meta.sync_state", ("value",))  # the same in both, upserted
+    assert state[:2] == ("sessions", "bot-1")
+    assert (json.loads(state[2]), state[3]) == ({**value, "pages": 3}, "r2")
     drift = twins.table("meta.schema_drift")
     assert {(r[1], r[3]) for r in drift} == {("new_field", 2), ("other", 2), ("gone", 2)}
     twins.table("meta.quarantine", ("payload",))

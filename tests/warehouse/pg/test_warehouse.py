@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,6 +29,15 @@ def _count(wh: PgWarehouse, relation: str) -> int:
         return int(conn.exec_driver_sql(f"select count(*) from {relation}").scalar_one())
 
 
+def _state(wh: PgWarehouse) -> list[tuple[Any, ...]]:
+    """meta.sync_state as its readers see it (nothing in the pipeline reads it back)."""
+    with wh.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select stream, scope, value, run_id from meta.sync_state order by 1, 2"
+        ).all()
+    return [tuple(row) for row in rows]
+
+
 def test_a_transaction_commits_data_state_and_audit_together(pgwh: PgWarehouse) -> None:
     with pgwh.transaction(run_id="r1") as tx:
         counts = tx.replace("robofy__inbox_sessions", [session_row("c1", "a", "2026-03-01")], DAY)
@@ -35,7 +45,7 @@ def test_a_transaction_commits_data_state_and_audit_together(pgwh: PgWarehouse) 
         tx.set_state("robofy__inbox_sessions", "c1", {"cursor": "x"})
         tx.audit("robofy__inbox_sessions", "2026-03-01", counts, api_requests=2)
         assert tx.count("robofy__inbox_sessions", DAY) == 1
-    assert pgwh.get_state("robofy__inbox_sessions", "c1") == {"cursor": "x"}
+    assert _state(pgwh) == [("robofy__inbox_sessions", "c1", {"cursor": "x"}, "r1")]
     assert set(pgwh.session_watermarks(None, "2026-03-01", "2026-03-02")) == {("c1", "a")}
     assert _count(pgwh, "meta.load_audit") == 1
 
@@ -52,7 +62,7 @@ def test_an_error_rolls_everything_back(pgwh: PgWarehouse) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         load_then_fail()
     assert _count(pgwh, "raw.robofy__inbox_sessions") == 0
-    assert pgwh.get_state("robofy__inbox_sessions", "c1") is None
+    assert _state(pgwh) == []
     # the pooled connection is usable again
     with pgwh.transaction(run_id="r2") as tx:
         tx.replace("robofy__inbox_sessions", [session_row("c1", "a", "2026-03-01")], DAY)
