@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from robofy_etl.settings import DEFAULTS, Settings, size_in_bytes
-from robofy_etl.warehouse import publish, state
+from robofy_etl.warehouse import ledger, publish, reads, state
 from robofy_etl.warehouse.errors import (
     PATH_SETTING,
     WarehouseError,
@@ -26,6 +26,7 @@ from robofy_etl.warehouse.errors import (
     WarehouseLockedError,
     WarehouseMemoryError,
 )
+from robofy_etl.warehouse.interface import REPLACED_DEFAULT
 from robofy_etl.warehouse.load import (
     LoadCounts,
     Rows,
@@ -92,10 +93,19 @@ class Transaction:
         self.run_id = run_id
         self.loaded_at = loaded_at
 
-    def replace(self, table: str, rows: Rows, slice: Slice) -> LoadCounts:
-        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``load.replace_slice``)."""
+    def replace(
+        self, table: str, rows: Rows, slice: Slice, removal_reason: str = REPLACED_DEFAULT
+    ) -> LoadCounts:
+        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``load.replace_slice``);
+        removed rows are archived in ``meta.removed_rows`` with ``removal_reason``."""
         return replace_slice(
-            self.conn, table, rows, slice, loaded_at=self.loaded_at, run_id=self.run_id
+            self.conn,
+            table,
+            rows,
+            slice,
+            loaded_at=self.loaded_at,
+            run_id=self.run_id,
+            removal_reason=removal_reason,
         )
 
     def merge_snapshot(
@@ -156,6 +166,34 @@ class Transaction:
             run_id=self.run_id,
             finished_at=utc_now(),
         )
+
+    # -- the ledger (``ledger.py``): what did not load, and what a scan missed ------------------
+
+    def outstanding(self, stream: str | None = None) -> list[ledger.Outstanding]:
+        """Everything outstanding (of ``stream``), oldest first, as this transaction sees it."""
+        return ledger.outstanding(self.conn, stream)
+
+    def mark_outstanding(
+        self, stream: str, items: Sequence[tuple[str, str, str | None, str]]
+    ) -> None:
+        """Record ``(chatbot_id, item, slice, reason)`` as outstanding (attempts counted up)."""
+        ledger.mark_outstanding(self.conn, stream, items, run_id=self.run_id, now=self.loaded_at)
+
+    def clear_outstanding(self, stream: str, items: Iterable[tuple[str, str]]) -> None:
+        """Forget ``(chatbot_id, item)`` pairs that have now loaded completely."""
+        ledger.clear_outstanding(self.conn, stream, items)
+
+    def count_misses(
+        self, stream: str, missed: Sequence[tuple[str, str | None, str | None]]
+    ) -> Mapping[str, int]:
+        """Count one more miss for each ``(key, chatbot_id, slice)``; key -> misses in a row."""
+        return ledger.count_misses(
+            self.conn, stream, missed, run_id=self.run_id, now=self.loaded_at
+        )
+
+    def clear_missing(self, stream: str, keys: Iterable[str]) -> None:
+        """Forget the misses of keys that were listed again (or removed)."""
+        ledger.clear_missing(self.conn, stream, keys)
 
 
 class Warehouse:
@@ -540,6 +578,49 @@ class Warehouse:
                 params,
             ).fetchall()
         return {(c, s): (lmt, sl, digest) for c, s, lmt, sl, digest in rows}
+
+    def active_project_ids(self) -> list[int]:
+        """Every project not marked deleted."""
+        with self.connect(read_only=False) as conn:
+            return reads.active_project_ids(conn)
+
+    def active_chatbots(self) -> list[reads.Chatbot]:
+        """Every chatbot not marked deleted, by chatbot_id."""
+        with self.connect(read_only=False) as conn:
+            return reads.active_chatbots(conn)
+
+    def stored_sessions(
+        self, chatbot_ids: Sequence[str], day_from: date, day_to: date
+    ) -> dict[tuple[str, str], reads.StoredSession]:
+        """``(chatbot_id, session_id) -> StoredSession`` of the sessions that started in
+        ``[day_from, day_to)``, for ``chatbot_ids`` (see ``session_watermarks``)."""
+        return {
+            key: reads.StoredSession(*value)
+            for key, value in self.session_watermarks(chatbot_ids, day_from, day_to).items()
+        }
+
+    def stored_keys(
+        self,
+        table: str,
+        key_column: str,
+        chatbot_ids: Sequence[str],
+        day_from: date,
+        day_to: date,
+    ) -> list[reads.StoredKey]:
+        """The rows of ``raw.<table>`` in ``[day_from, day_to)``, for ``chatbot_ids``.
+
+        ``table`` and ``key_column`` come from the stream registry, never from input.
+        """
+        with self.connect() as conn:
+            rows = ledger.stored_keys(
+                conn, table, key_column, chatbot_ids, str(day_from), str(day_to)
+            )
+        return [reads.StoredKey(*row) for row in rows]
+
+    def outstanding(self, stream: str | None = None) -> list[ledger.Outstanding]:
+        """The work (of ``stream``) earlier runs left undone, oldest first."""
+        with self.connect() as conn:
+            return ledger.outstanding(conn, stream)
 
     # -- publishing ------------------------------------------------------------------------------
 
