@@ -16,11 +16,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     import duckdb
 
     settings = settings_from_args(args)
-    path = (
-        settings.resolved_publish_path
-        if Path(settings.resolved_publish_path).exists()
-        else warehouse_file(settings)
-    )
+    file = warehouse_file(settings, "status")  # first: refuses PostgreSQL clearly
+    path = settings.resolved_publish_path if Path(settings.resolved_publish_path).exists() else file
     if not Path(path).exists():
         raise CliError(
             f"no warehouse at {settings.warehouse.redacted}: run `robofy-etl sync` first"

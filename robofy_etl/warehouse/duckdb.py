@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -38,6 +38,9 @@ from robofy_etl.warehouse.load import (
 )
 from robofy_etl.warehouse.publish import DEFAULT_PUBLISH_STORAGE_VERSION
 from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
+
+if TYPE_CHECKING:
+    from robofy_etl.warehouse.pg.warehouse import PgWarehouse
 
 __all__ = [
     "LOCK_TIMEOUT_ENV",
@@ -67,6 +70,9 @@ _HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
 # lock does not serialize writers inside one process; this does (re-entrant for nesting).
 _process_locks: dict[str, threading.RLock] = {}
 _process_locks_guard = threading.Lock()
+# One PgWarehouse (one SQLAlchemy engine and its connection pool) per URL and process, as
+# SQLAlchemy advises: every Dagster step asks for the warehouse again.
+_pg_warehouses: dict[str, PgWarehouse] = {}
 
 
 def _process_lock(path: Path) -> threading.RLock:
@@ -245,23 +251,34 @@ class Warehouse:
         self._checked = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> Warehouse:
-        """The warehouse ``settings`` describe (file, lock wait, memory, publish format).
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Warehouse | PgWarehouse:
+        """The warehouse ``settings`` describe: a DuckDB file (lock wait, memory, publish
+        format) or, for a ``postgresql`` ``ROBOFY_WAREHOUSE_URL``, a ``PgWarehouse``.
 
         Args:
             settings: the validated settings.
-            overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait).
+            overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait);
+                DuckDB only, ignored for PostgreSQL (which has no file lock to wait for).
+
+        Raises:
+            WarehouseError: for PostgreSQL without its driver (the ``postgres`` extra).
         """
         target = settings.warehouse
-        if target.backend != "duckdb" or target.path is None:
-            # The PostgreSQL back end (warehouse/pg/) loads, keeps state and locks like this
-            # one, but the sync and the SQL models are not yet wired to it (issue 11): fail
-            # before anything runs rather than write into a DuckDB file nobody asked for.
-            raise WarehouseError(
-                f"ROBOFY_WAREHOUSE_URL names a {target.backend} warehouse ({target.redacted}),"
-                " which this version cannot sync into yet: only DuckDB files are supported."
-                " Unset ROBOFY_WAREHOUSE_URL (or give duckdb:///path/to/file.duckdb)."
-            )
+        if target.backend == "postgresql":
+            try:  # lazy: the DuckDB default needs neither psycopg nor the pg modules
+                from robofy_etl.warehouse.pg.warehouse import PgWarehouse
+            except ModuleNotFoundError as exc:
+                raise WarehouseError(
+                    f"ROBOFY_WAREHOUSE_URL names a PostgreSQL warehouse ({target.redacted}),"
+                    f" which needs {exc.name or 'psycopg'}: install the postgres extra"
+                    " (pip install 'robofy-etl[postgres]')."
+                ) from None
+            with _process_locks_guard:
+                if target.secret() not in _pg_warehouses:
+                    _pg_warehouses[target.secret()] = PgWarehouse(target)
+                return _pg_warehouses[target.secret()]
+        if target.path is None:
+            raise WarehouseError(f"ROBOFY_WAREHOUSE_URL names no DuckDB file ({target.redacted})")
         arguments: dict[str, Any] = {
             "lock_timeout_s": settings.lock_timeout_s,
             "memory_limit": settings.duckdb_memory_limit,
