@@ -278,7 +278,7 @@ class Settings:
         "extra; its password is never logged or stored): the sync loads the raw and meta "
         "tables into it, but the SQL models and the data-quality checks do not run there yet "
         "(the sync says so and exits 1; `status` and `rebuild` refuse it): see "
-        "[PostgreSQL](#postgresql).",
+        "the README's PostgreSQL section.",
         secret=True,
     )
     publish_path: str = _setting(
