@@ -277,7 +277,7 @@ class Settings:
         "`postgresql+psycopg://user:password@host:5432/db` (PostgreSQL 13+, the `postgres` "
         "extra; its password is never logged or stored): the sync loads the raw and meta "
         "tables into it, but the SQL models and the data-quality checks do not run there yet "
-        "(the sync says so and exits 1; `status` and `rebuild` refuse it): see "
+        "(the sync says so and exits 1; `rebuild` refuses it): see "
         "the README's PostgreSQL section.",
         secret=True,
     )

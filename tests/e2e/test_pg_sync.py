@@ -138,6 +138,23 @@ def test_full_sync_and_rerun_match_duckdb(pg: tuple[Pipeline, sa.URL], tmp_path:
     assert pg_raw(url, lineage=True) == before  # lineage too: unchanged rows keep theirs
 
 
+def test_status_reads_meta_from_postgresql(
+    pg: tuple[Pipeline, sa.URL], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robofy_etl.cli import main
+
+    pipeline, url = pg
+    _assert_models_refused(pipeline.sync())
+    capsys.readouterr()
+    assert main(["status"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"warehouse: {url}" in out  # str(url) hides the password
+    assert str(url.password) not in out
+    for table in RAW_TABLES:
+        assert table in out
+    assert "outstanding: none" in out
+
+
 def test_incremental_after_the_clock_moves_matches_a_fresh_full_sync(
     pg: tuple[Pipeline, sa.URL], postgres: PgCluster, tmp_path: Path
 ) -> None:
