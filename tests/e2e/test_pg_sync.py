@@ -136,6 +136,10 @@ def test_full_sync_and_rerun_match_duckdb(pg: tuple[Pipeline, sa.URL], tmp_path:
     for table, counts in again.raw_rows.items():
         assert (counts["inserted"], counts["updated"], counts["deleted"]) == (0, 0, 0), table
     assert pg_raw(url, lineage=True) == before  # lineage too: unchanged rows keep theirs
+    stored = [f for f in pipeline.dagster_home.rglob("*") if f.is_file()]
+    assert stored  # the runs were recorded there
+    for file in stored:
+        assert str(url.password).encode() not in file.read_bytes(), file
 
 
 def test_status_reads_meta_from_postgresql(
