@@ -274,9 +274,11 @@ class Settings:
         _warehouse_url,
         "The warehouse, a SQLAlchemy URL: `duckdb:///path.duckdb` (empty: the DuckDB file "
         "`ROBOFY_DUCKDB_PATH`; `--warehouse URL` on the commands). "
-        "`postgresql+psycopg://user:password@host:5432/db` is parsed and checked (its password "
-        "is never logged or stored), but the sync is not wired to PostgreSQL yet: such a URL "
-        "is refused with exit status 2.",
+        "`postgresql+psycopg://user:password@host:5432/db` (PostgreSQL 13+, the `postgres` "
+        "extra; its password is never logged or stored): the sync loads the raw and meta "
+        "tables into it, but the SQL models and the data-quality checks do not run there yet "
+        "(the sync says so and exits 1; `rebuild` refuses it): see "
+        "the README's PostgreSQL section.",
         secret=True,
     )
     publish_path: str = _setting(

@@ -62,12 +62,25 @@ def env_api_key() -> str:
         raise CliError(f"{exc} (export it before running this command)") from None
 
 
-def warehouse_file(settings: Settings) -> str:
-    """The DuckDB file the settings name (``ROBOFY_WAREHOUSE_URL`` or ``ROBOFY_DUCKDB_PATH``);
-    a clear error for a warehouse URL this version cannot use yet."""
+def warehouse_file(settings: Settings, command: str) -> str:
+    """The DuckDB file the settings name (``ROBOFY_WAREHOUSE_URL`` or ``ROBOFY_DUCKDB_PATH``),
+    for a command that works on DuckDB files only; a clear error for a PostgreSQL warehouse."""
     from robofy_etl.warehouse import Warehouse, WarehouseError
+    from robofy_etl.warehouse.errors import models_unsupported
 
+    target = settings.warehouse
+    if target.backend != "duckdb":
+        if command == "rebuild":
+            raise CliError(str(models_unsupported(target.redacted, "rebuild")))
+        raise CliError(
+            f"`robofy-etl {command}` reads a DuckDB warehouse file, and ROBOFY_WAREHOUSE_URL "
+            f"names a PostgreSQL warehouse ({target.redacted}); it does not work on PostgreSQL "
+            "yet. Query its meta schema directly (meta.load_audit, meta.outstanding, "
+            "meta.schema_drift, meta.quarantine)."
+        )
     try:
-        return str(Warehouse.from_settings(settings).path)
+        wh = Warehouse.from_settings(settings)
     except WarehouseError as exc:
         raise CliError(str(exc)) from None
+    assert isinstance(wh, Warehouse)
+    return str(wh.path)

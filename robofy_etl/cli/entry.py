@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument(
             "--warehouse",
             metavar="URL",
-            help="warehouse URL, duckdb:///path/file.duckdb (default: $ROBOFY_WAREHOUSE_URL);"
+            help="warehouse URL, duckdb:///path/file.duckdb or postgresql+psycopg://... (sync"
+            " only: raw and meta; default: $ROBOFY_WAREHOUSE_URL);"
             " a password on the command line is visible to other users: prefer the variable",
         )
 

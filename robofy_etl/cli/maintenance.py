@@ -148,13 +148,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from robofy_etl.warehouse.models import ModelError, build
 
     settings = settings_from_args(args)
-    if not Path(warehouse_file(settings)).exists():
+    if not Path(warehouse_file(settings, "rebuild")).exists():
         raise CliError(
             f"no warehouse at {settings.warehouse.redacted}: run `robofy-etl sync` first"
         )
     started = time.monotonic()
     try:
         wh = Warehouse.from_settings(settings)
+        assert isinstance(wh, Warehouse)  # warehouse_file refused PostgreSQL
         with wh.transaction(run_id=f"rebuild-{datetime.now(UTC):%Y%m%dT%H%M%S}") as tx:
             results = build(tx.conn, full_refresh=True)
         published = wh.publish(settings.publish_path or None)

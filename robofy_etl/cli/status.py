@@ -16,11 +16,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     import duckdb
 
     settings = settings_from_args(args)
-    path = (
-        settings.resolved_publish_path
-        if Path(settings.resolved_publish_path).exists()
-        else warehouse_file(settings)
-    )
+    if settings.warehouse.backend == "postgresql":
+        where, reports = _read_pg(settings)
+        return _print_status(where, *reports)
+    file = warehouse_file(settings, "status")
+    path = settings.resolved_publish_path if Path(settings.resolved_publish_path).exists() else file
     if not Path(path).exists():
         raise CliError(
             f"no warehouse at {settings.warehouse.redacted}: run `robofy-etl sync` first"
@@ -63,6 +63,57 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
         except duckdb.Error:
             log.info("status: %s is busy; removed rows not shown", settings.duckdb_path)
+    return _print_status(path, loads, drift, quarantined, outstanding, missing, removed)
+
+
+Rows = list[tuple[Any, ...]]
+
+# The same reports on PostgreSQL (every meta table exists there: create_all made them).
+_PG_QUERIES = (
+    """select stream, max(finished_at) as last_load,
+              (array_agg(slice order by finished_at desc))[1] as slice,
+              sum(rows_inserted) as inserted, sum(rows_updated) as updated,
+              sum(rows_deleted) as deleted
+       from meta.load_audit group by stream order by stream""",
+    "select stream, field_name, change, occurrences, last_seen_at from meta.schema_drift"
+    " order by stream, field_name",
+    "select stream, reason, count(*) from meta.quarantine group by 1, 2 order by 1, 2",
+    """select stream, chatbot_id, item, slice, attempts, last_seen_at, reason
+       from meta.outstanding order by first_seen_at, stream, chatbot_id, item""",
+    """select stream, chatbot_id, count(*), max(misses), max(last_missed_at)
+       from meta.missing group by 1, 2 order by 1, 2""",
+    """select stream, reason, count(*), max(removed_at)
+       from meta.removed_rows group by 1, 2 order by 1, 2""",
+)
+
+
+def _read_pg(settings: Any) -> tuple[str, list[Rows]]:
+    """The status reports read from a PostgreSQL warehouse (its password shown as ``***``)."""
+    import sqlalchemy as sa
+
+    from robofy_etl.warehouse import Warehouse, WarehouseError
+    from robofy_etl.warehouse.pg.warehouse import PgWarehouse
+
+    try:
+        wh = Warehouse.from_settings(settings)
+        assert isinstance(wh, PgWarehouse)
+        wh.initialize()
+        with wh.connect(read_only=True) as conn:
+            results = [[tuple(r) for r in conn.execute(sa.text(q)).all()] for q in _PG_QUERIES]
+    except WarehouseError as exc:
+        raise CliError(str(exc)) from None
+    return settings.warehouse.redacted, results
+
+
+def _print_status(
+    path: str,
+    loads: Rows,
+    drift: Rows,
+    quarantined: Rows,
+    outstanding: Rows,
+    missing: Rows,
+    removed: Rows,
+) -> int:
     print(f"warehouse: {path}\n")
     print(
         format_table(

@@ -168,7 +168,7 @@ def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
     ) -> Iterator[dg.AssetCheckResult]:
         started = time.monotonic()
         selected = [by_key[key] for key in context.selected_asset_check_keys]
-        with warehouse.get_warehouse().connect() as conn:
+        with warehouse.get_duckdb("check").connect() as conn:
             tags = {**context.run.tags, RUN_ID: context.run.run_id}
             outcomes = [(check, check.evaluate(conn, tags)) for check in selected]
         failed = [check.spec.name for check, outcome in outcomes if not outcome.passed]

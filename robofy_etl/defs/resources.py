@@ -16,7 +16,8 @@ from pydantic import Field
 
 from robofy_etl.api import ClientConfig, RobofyClient
 from robofy_etl.settings import Settings
-from robofy_etl.warehouse import Warehouse
+from robofy_etl.warehouse import Warehouse, WarehouseLike
+from robofy_etl.warehouse.errors import models_unsupported
 from robofy_etl.warehouse.url import URL_ENV
 
 _SETTINGS_DOC = (
@@ -45,7 +46,8 @@ class RobofyResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The DuckDB warehouse file, and the read-only copy published for dashboards."""
+    """The warehouse (a DuckDB file, or PostgreSQL through ``ROBOFY_WAREHOUSE_URL``), and the
+    read-only copy published for dashboards (DuckDB only)."""
 
     settings: dict[str, str] = Field(default_factory=dict, description=_SETTINGS_DOC)
     warehouse_url: str = Field(
@@ -62,7 +64,27 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def publish_path(self) -> str:
         return self._settings().resolved_publish_path
 
-    def get_warehouse(self) -> Warehouse:
+    @property
+    def backend(self) -> str:
+        """``duckdb`` or ``postgresql``."""
+        return self._settings().warehouse.backend
+
+    def get_warehouse(self) -> WarehouseLike:
+        """The warehouse the sync loads into, either back end, its tables created."""
         wh = Warehouse.from_settings(self._settings())
+        wh.initialize()
+        return wh
+
+    def get_duckdb(self, doing: str = "build") -> Warehouse:
+        """The DuckDB warehouse, for what runs on DuckDB only (the SQL models, the checks).
+
+        Raises:
+            WarehouseUnsupportedError: if the warehouse is PostgreSQL.
+        """
+        settings = self._settings()
+        if settings.warehouse.backend != "duckdb":
+            raise models_unsupported(settings.warehouse.redacted, doing)
+        wh = Warehouse.from_settings(settings)
+        assert isinstance(wh, Warehouse)
         wh.initialize()
         return wh

@@ -24,9 +24,8 @@ from robofy_etl.sync.rows import (
 from robofy_etl.sync.scan import Scan
 from robofy_etl.sync.transcripts import Fetched, Task, classify
 from robofy_etl.sync.window import Window
-from robofy_etl.warehouse import Slice, Warehouse, ledger
-from robofy_etl.warehouse.load import replace_slice
-from robofy_etl.warehouse.reads import stored_sessions
+from robofy_etl.warehouse import Slice, WarehouseLike
+from robofy_etl.warehouse.ledger import Outstanding
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,11 @@ class _Candidate(NamedTuple):
 
 def refresh_continued(
     api: RobofyClient,
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     t: Tracker,
     scans: Sequence[Scan],
-    pending: Mapping[tuple[str, str], ledger.Outstanding],
+    pending: Mapping[tuple[str, str], Outstanding],
     in_window: set[tuple[str, str]],
     fetch: Callable[[Task], Fetched],
 ) -> int:
@@ -85,8 +84,8 @@ def refresh_continued(
         else date.fromisoformat(pending[key].slice or "2015-01-01")
         for key, c in candidates.items()
     ]
-    stored = stored_sessions(
-        wh, sorted({c for c, _ in candidates}), min(days), max(days) + timedelta(days=1)
+    stored = wh.stored_sessions(
+        sorted({c for c, _ in candidates}), min(days), max(days) + timedelta(days=1)
     )
     tasks: list[Task] = []
     session_rows: list[SessionRow] = []
@@ -150,14 +149,8 @@ def refresh_continued(
         tx.audit(SESSIONS_TABLE, slice=f"{len(row_keys)} continued sessions", counts=s_counts)
         m_counts = sum_counts(
             [
-                replace_slice(
-                    tx.conn,
-                    MESSAGES_TABLE,
-                    rows,
-                    Slice(keys=keys, **bounds),
-                    loaded_at=tx.loaded_at,
-                    run_id=tx.run_id,
-                    removal_reason=REPLACED,
+                tx.replace(
+                    MESSAGES_TABLE, rows, Slice(keys=keys, **bounds), removal_reason=REPLACED
                 )
                 for rows, keys in (
                     (message_rows, (SESSION_KEY, transcript_keys)),
@@ -178,10 +171,8 @@ def refresh_continued(
             label = f"{len(transcript_keys)} continued or outstanding sessions"
             tx.audit(MESSAGES_TABLE, slice=label, counts=m_counts)
             t.report.add_counts(MESSAGES_TABLE, m_counts)
-        ledger.clear_outstanding(tx.conn, MESSAGES_TABLE, transcript_keys + forgotten)
-        ledger.mark_outstanding(
-            tx.conn, MESSAGES_TABLE, incomplete, run_id=tx.run_id, now=tx.loaded_at
-        )
+        tx.clear_outstanding(MESSAGES_TABLE, transcript_keys + forgotten)
+        tx.mark_outstanding(MESSAGES_TABLE, incomplete)
     t.report.add_counts(SESSIONS_TABLE, s_counts)
     if incomplete:
         t.problem(

@@ -42,9 +42,8 @@ from robofy_etl.sync.transcripts import Fetched, Task, Transcript, classify, fet
 from robofy_etl.sync.window import Window
 from robofy_etl.sync.write import by_chatbot, list_ledger, window_scope
 from robofy_etl.sync.writer import OrderedWriter
-from robofy_etl.warehouse import LoadCounts, Slice, Warehouse, ledger
-from robofy_etl.warehouse.load import replace_slice
-from robofy_etl.warehouse.reads import Chatbot, active_chatbots, outstanding, stored_sessions
+from robofy_etl.warehouse import LoadCounts, Slice, WarehouseLike
+from robofy_etl.warehouse.reads import Chatbot
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ _GONE = "session removed from Robofy: no longer listed, and its transcript answe
 @syncs(SESSIONS, MESSAGES)
 def sync_conversations(
     api: RobofyClient,
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     window: Window,
     *,
@@ -129,7 +128,7 @@ def chunks_of_days(
 
 def _sync_pass(
     api: RobofyClient,
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     window: Window,
     naive_tz: str,
@@ -145,9 +144,9 @@ def _sync_pass(
         naive_tz,
         (SESSIONS.endpoint.name, MESSAGES.endpoint.name),
     )
-    chatbots = active_chatbots(wh)
-    stored = stored_sessions(wh, [c for c, _ in chatbots], window.start, window.end)
-    pending = outstanding(wh, MESSAGES_TABLE)
+    chatbots = wh.active_chatbots()
+    stored = wh.stored_sessions([c for c, _ in chatbots], window.start, window.end)
+    pending = {(o.chatbot_id, o.item): o for o in wh.outstanding(MESSAGES_TABLE)}
 
     stored_keys = by_chatbot(stored)
     fetch = fetcher(api)
@@ -224,13 +223,10 @@ def _sync_pass(
             def replace(
                 table: str, rows: Any, keys: tuple[tuple[str, ...], list[Any]], why: str
             ) -> LoadCounts:
-                return replace_slice(
-                    tx.conn,
+                return tx.replace(
                     table,
                     rows,
                     Slice(day_from=span.start, day_to=span.end, keys=keys),
-                    loaded_at=tx.loaded_at,
-                    run_id=tx.run_id,
                     removal_reason=why,
                 )
 
@@ -258,15 +254,10 @@ def _sync_pass(
                     REPLACED,
                 ),
             ]
-            ledger.clear_outstanding(
-                tx.conn, MESSAGES_TABLE, [task.key for task, _ in complete] + gone_keys
-            )
-            ledger.mark_outstanding(
-                tx.conn,
+            tx.clear_outstanding(MESSAGES_TABLE, [task.key for task, _ in complete] + gone_keys)
+            tx.mark_outstanding(
                 MESSAGES_TABLE,
                 [(*task.key, task.day, got.problem) for task, got in results if got.problem],
-                run_id=tx.run_id,
-                now=tx.loaded_at,
             )
             requests = t.api_delta()["requests"]
             messages = sum_counts(m_counts)

@@ -15,9 +15,7 @@ from robofy_etl.sync.rows import as_str, lead_row
 from robofy_etl.sync.scan import scan_all
 from robofy_etl.sync.window import Window
 from robofy_etl.sync.write import by_chatbot, list_ledger, window_scope
-from robofy_etl.warehouse import Slice, Warehouse, ledger
-from robofy_etl.warehouse.load import replace_slice
-from robofy_etl.warehouse.reads import active_chatbots, stored_keys
+from robofy_etl.warehouse import Slice, WarehouseLike
 
 # A stored lead (which has no endpoint of its own to ask) is deleted only after this many
 # complete scans in a row did not list it.
@@ -27,7 +25,7 @@ MISSES_TO_DELETE = 3
 @syncs(LEADS)
 def sync_leads(
     api: RobofyClient,
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     window: Window,
     *,
@@ -43,8 +41,8 @@ def sync_leads(
     """
     t = Tracker(api, "leads", str(window), naive_tz, (LEADS.endpoint.name,))
     table = LEADS.name
-    chatbots = active_chatbots(wh)
-    stored = stored_keys(wh, table, "lead_id", [c for c, _ in chatbots], window.start, window.end)
+    chatbots = wh.active_chatbots()
+    stored = wh.stored_keys(table, "lead_id", [c for c, _ in chatbots], window.start, window.end)
     stored_by_chatbot = by_chatbot((s.chatbot_id, s.key) for s in stored)
     scans = scan_all(api, t, LEADS, window, chatbots, stored_by_chatbot, full_scan=full_scan)
     usable = [s for s in scans if s.usable]
@@ -64,10 +62,9 @@ def sync_leads(
     removal = f"not listed by List Leads in {MISSES_TO_DELETE} complete scans in a row"
     label = str(window)
     with wh.transaction(run_id=run_id) as tx:
-        misses = ledger.count_misses(tx.conn, table, missed, run_id=run_id, now=tx.loaded_at)
+        misses = tx.count_misses(table, missed)
         remove = sorted(k for k, n in misses.items() if n >= MISSES_TO_DELETE)
-        counts = replace_slice(
-            tx.conn,
+        counts = tx.replace(
             table,
             list(rows.values()),
             Slice(
@@ -75,11 +72,9 @@ def sync_leads(
                 day_to=window.end,
                 keys=(("lead_id",), [(k,) for k in [*rows, *remove]]),
             ),
-            loaded_at=tx.loaded_at,
-            run_id=run_id,
             removal_reason=removal,
         )
-        ledger.clear_missing(tx.conn, table, [*rows, *remove])
+        tx.clear_missing(table, [*rows, *remove])
         t.report.rows[table] = tx.count(table, window_scope(window, chatbots))
         t.write_extras(tx, table, label)
         list_ledger(tx, table, LEADS.endpoint.name, window, scans)

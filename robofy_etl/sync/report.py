@@ -15,7 +15,7 @@ from robofy_etl.api import EndpointStats, RobofyClient, find_drift, parse_timest
 from robofy_etl.sync.registry import STREAMS
 from robofy_etl.sync.rows import PLAUSIBLE_AHEAD, PLAUSIBLE_FROM, utc_now
 from robofy_etl.sync.window import Window
-from robofy_etl.warehouse import LoadCounts
+from robofy_etl.warehouse import LoadCounts, TransactionLike
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class Tracker:
         }
         return added, missing
 
-    def write_extras(self, tx: Any, table: str, slice_label: str) -> None:
+    def write_extras(self, tx: TransactionLike, table: str, slice_label: str) -> None:
         """Drift and quarantine rows for ``table``, inside the caller's transaction."""
         added, missing = self.drift(table)
         if added or missing:

@@ -16,15 +16,14 @@ from robofy_etl.sync.registry import CHATBOTS, PROJECTS, syncs
 from robofy_etl.sync.report import SyncReport, Tracker
 from robofy_etl.sync.rows import as_int, as_str, chatbot_row, project_row
 from robofy_etl.sync.write import write
-from robofy_etl.warehouse import Warehouse
-from robofy_etl.warehouse.reads import active_chatbots, active_project_ids
+from robofy_etl.warehouse import WarehouseLike
 
 log = logging.getLogger(__name__)
 
 
 @syncs(PROJECTS)
 def sync_projects(
-    api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
+    api: RobofyClient, wh: WarehouseLike, run_id: str, *, naive_tz: str = "UTC"
 ) -> SyncReport:
     """Full snapshot of the account's projects, merged on project_id.
 
@@ -34,7 +33,7 @@ def sync_projects(
     """
     t = Tracker(api, "projects", "snapshot", naive_tz, ("projects", "project"))
     table = PROJECTS.name
-    stored = active_project_ids(wh)
+    stored = wh.active_project_ids()
     rows: list[dict[str, Any]] = []
     for record in api.iter_items("projects"):
         t.observe(table, record)
@@ -52,7 +51,7 @@ def sync_projects(
 
 @syncs(CHATBOTS)
 def sync_chatbots(
-    api: RobofyClient, wh: Warehouse, run_id: str, *, naive_tz: str = "UTC"
+    api: RobofyClient, wh: WarehouseLike, run_id: str, *, naive_tz: str = "UTC"
 ) -> SyncReport:
     """Full snapshot of every live project's chatbots, merged on chatbot_id.
 
@@ -62,8 +61,8 @@ def sync_chatbots(
     """
     t = Tracker(api, "chatbots", "snapshot", naive_tz, ("chatbots", "chatbot"))
     table = CHATBOTS.name
-    project_ids = active_project_ids(wh)
-    stored = active_chatbots(wh)
+    project_ids = wh.active_project_ids()
+    stored = wh.active_chatbots()
 
     def list_chatbots(project_id: int) -> list[dict[str, Any]] | RobofyError:
         try:

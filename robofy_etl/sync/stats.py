@@ -17,8 +17,7 @@ from robofy_etl.sync.report import SyncReport, Tracker
 from robofy_etl.sync.rows import stats_row
 from robofy_etl.sync.window import Window
 from robofy_etl.sync.write import ledger_ranges, window_scope
-from robofy_etl.warehouse import Slice, Warehouse
-from robofy_etl.warehouse.reads import active_chatbots
+from robofy_etl.warehouse import Slice, WarehouseLike
 
 # The stats endpoint is asked for at most this many days per request.
 STATS_MAX_DAYS = 31
@@ -36,7 +35,7 @@ class _Range(NamedTuple):
 @syncs(MESSAGE_STATS)
 def sync_message_stats(
     api: RobofyClient,
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     window: Window,
     *,
@@ -50,7 +49,7 @@ def sync_message_stats(
     """
     t = Tracker(api, "message_stats", str(window), naive_tz, (MESSAGE_STATS.endpoint.name,))
     table = MESSAGE_STATS.name
-    chatbots = active_chatbots(wh)
+    chatbots = wh.active_chatbots()
     tasks = []
     for chatbot_id, project_id in chatbots:
         start = window.start

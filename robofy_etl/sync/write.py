@@ -9,7 +9,7 @@ from typing import Any
 from robofy_etl.sync.report import SyncReport, Tracker
 from robofy_etl.sync.scan import Scan
 from robofy_etl.sync.window import Window
-from robofy_etl.warehouse import Slice, Warehouse, ledger
+from robofy_etl.warehouse import Slice, TransactionLike, WarehouseLike
 from robofy_etl.warehouse.reads import Chatbot
 
 
@@ -29,7 +29,7 @@ def by_chatbot(keys: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
 
 
 def write(
-    wh: Warehouse,
+    wh: WarehouseLike,
     run_id: str,
     t: Tracker,
     table: str,
@@ -56,7 +56,9 @@ def write(
     return report
 
 
-def list_ledger(tx: Any, table: str, endpoint: str, window: Window, scans: Sequence[Scan]) -> None:
+def list_ledger(
+    tx: TransactionLike, table: str, endpoint: str, window: Window, scans: Sequence[Scan]
+) -> None:
     """Records failed list scans as outstanding; forgets those a usable scan now covers."""
     ledger_ranges(
         tx,
@@ -68,7 +70,7 @@ def list_ledger(tx: Any, table: str, endpoint: str, window: Window, scans: Seque
 
 
 def ledger_ranges(
-    tx: Any,
+    tx: TransactionLike,
     table: str,
     endpoint: str,
     failed: Sequence[tuple[str, str, str]],
@@ -77,20 +79,14 @@ def ledger_ranges(
     """Marks ``(chatbot_id, 'first..last', reason)`` ranges of ``endpoint`` outstanding, and
     forgets outstanding ranges that a range now loaded in full, ``(chatbot_id, window)``, covers.
     """
-    ledger.mark_outstanding(
-        tx.conn,
-        table,
-        [(c, f"{endpoint} {label}", label, why) for c, label, why in failed],
-        run_id=tx.run_id,
-        now=tx.loaded_at,
-    )
+    tx.mark_outstanding(table, [(c, f"{endpoint} {label}", label, why) for c, label, why in failed])
     loaded: dict[str, list[Window]] = {}
     for chatbot_id, window in done:
         loaded.setdefault(chatbot_id, []).append(window)
     covered = [
         (o.chatbot_id, o.item)
-        for o in ledger.outstanding(tx.conn, table)
+        for o in tx.outstanding(table)
         if o.item.startswith(f"{endpoint} ")
         and any(w.covers(o.slice) for w in loaded.get(o.chatbot_id, ()))
     ]
-    ledger.clear_outstanding(tx.conn, table, covered)
+    tx.clear_outstanding(table, covered)

@@ -9,15 +9,18 @@ from robofy_etl.warehouse.errors import (
     WarehouseLockedError,
     WarehouseMemoryError,
 )
+from robofy_etl.warehouse.interface import TransactionLike, WarehouseLike
 from robofy_etl.warehouse.load import LoadCounts, Slice
 
 __all__ = [
     "LoadCounts",
     "Slice",
     "Transaction",
+    "TransactionLike",
     "Warehouse",
     "WarehouseError",
     "WarehouseFileError",
+    "WarehouseLike",
     "WarehouseLockedError",
     "WarehouseMemoryError",
 ]

@@ -8,17 +8,17 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
 from robofy_etl.settings import DEFAULTS, Settings, size_in_bytes
-from robofy_etl.warehouse import publish, state
+from robofy_etl.warehouse import ledger, publish, reads, state
 from robofy_etl.warehouse.errors import (
     PATH_SETTING,
     WarehouseError,
@@ -26,6 +26,7 @@ from robofy_etl.warehouse.errors import (
     WarehouseLockedError,
     WarehouseMemoryError,
 )
+from robofy_etl.warehouse.interface import REPLACED_DEFAULT
 from robofy_etl.warehouse.load import (
     LoadCounts,
     Rows,
@@ -37,6 +38,9 @@ from robofy_etl.warehouse.load import (
 )
 from robofy_etl.warehouse.publish import DEFAULT_PUBLISH_STORAGE_VERSION
 from robofy_etl.warehouse.tables import META_DDL, RAW_TABLES, SCHEMAS
+
+if TYPE_CHECKING:
+    from robofy_etl.warehouse.pg.warehouse import PgWarehouse
 
 __all__ = [
     "LOCK_TIMEOUT_ENV",
@@ -66,6 +70,9 @@ _HOLDER = re.compile(r"held in (?P<process>.+?) \(PID (?P<pid>\d+)\)")
 # lock does not serialize writers inside one process; this does (re-entrant for nesting).
 _process_locks: dict[str, threading.RLock] = {}
 _process_locks_guard = threading.Lock()
+# One PgWarehouse (one SQLAlchemy engine and its connection pool) per URL and process, as
+# SQLAlchemy advises: every Dagster step asks for the warehouse again.
+_pg_warehouses: dict[str, PgWarehouse] = {}
 
 
 def _process_lock(path: Path) -> threading.RLock:
@@ -92,10 +99,19 @@ class Transaction:
         self.run_id = run_id
         self.loaded_at = loaded_at
 
-    def replace(self, table: str, rows: Rows, slice: Slice) -> LoadCounts:
-        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``load.replace_slice``)."""
+    def replace(
+        self, table: str, rows: Rows, slice: Slice, removal_reason: str = REPLACED_DEFAULT
+    ) -> LoadCounts:
+        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``load.replace_slice``);
+        removed rows are archived in ``meta.removed_rows`` with ``removal_reason``."""
         return replace_slice(
-            self.conn, table, rows, slice, loaded_at=self.loaded_at, run_id=self.run_id
+            self.conn,
+            table,
+            rows,
+            slice,
+            loaded_at=self.loaded_at,
+            run_id=self.run_id,
+            removal_reason=removal_reason,
         )
 
     def merge_snapshot(
@@ -157,6 +173,34 @@ class Transaction:
             finished_at=utc_now(),
         )
 
+    # -- the ledger (``ledger.py``): what did not load, and what a scan missed ------------------
+
+    def outstanding(self, stream: str | None = None) -> list[ledger.Outstanding]:
+        """Everything outstanding (of ``stream``), oldest first, as this transaction sees it."""
+        return ledger.outstanding(self.conn, stream)
+
+    def mark_outstanding(
+        self, stream: str, items: Sequence[tuple[str, str, str | None, str]]
+    ) -> None:
+        """Record ``(chatbot_id, item, slice, reason)`` as outstanding (attempts counted up)."""
+        ledger.mark_outstanding(self.conn, stream, items, run_id=self.run_id, now=self.loaded_at)
+
+    def clear_outstanding(self, stream: str, items: Iterable[tuple[str, str]]) -> None:
+        """Forget ``(chatbot_id, item)`` pairs that have now loaded completely."""
+        ledger.clear_outstanding(self.conn, stream, items)
+
+    def count_misses(
+        self, stream: str, missed: Sequence[tuple[str, str | None, str | None]]
+    ) -> Mapping[str, int]:
+        """Count one more miss for each ``(key, chatbot_id, slice)``; key -> misses in a row."""
+        return ledger.count_misses(
+            self.conn, stream, missed, run_id=self.run_id, now=self.loaded_at
+        )
+
+    def clear_missing(self, stream: str, keys: Iterable[str]) -> None:
+        """Forget the misses of keys that were listed again (or removed)."""
+        ledger.clear_missing(self.conn, stream, keys)
+
 
 class Warehouse:
     """A DuckDB file holding the ``raw``, ``staging``, ``marts`` and ``meta`` schemas.
@@ -207,23 +251,34 @@ class Warehouse:
         self._checked = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> Warehouse:
-        """The warehouse ``settings`` describe (file, lock wait, memory, publish format).
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Warehouse | PgWarehouse:
+        """The warehouse ``settings`` describe: a DuckDB file (lock wait, memory, publish
+        format) or, for a ``postgresql`` ``ROBOFY_WAREHOUSE_URL``, a ``PgWarehouse``.
 
         Args:
             settings: the validated settings.
-            overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait).
+            overrides: constructor arguments that win (``lock_timeout_s=0.0``: do not wait);
+                DuckDB only, ignored for PostgreSQL (which has no file lock to wait for).
+
+        Raises:
+            WarehouseError: for PostgreSQL without its driver (the ``postgres`` extra).
         """
         target = settings.warehouse
-        if target.backend != "duckdb" or target.path is None:
-            # The PostgreSQL back end (warehouse/pg/) loads, keeps state and locks like this
-            # one, but the sync and the SQL models are not yet wired to it (issue 11): fail
-            # before anything runs rather than write into a DuckDB file nobody asked for.
-            raise WarehouseError(
-                f"ROBOFY_WAREHOUSE_URL names a {target.backend} warehouse ({target.redacted}),"
-                " which this version cannot sync into yet: only DuckDB files are supported."
-                " Unset ROBOFY_WAREHOUSE_URL (or give duckdb:///path/to/file.duckdb)."
-            )
+        if target.backend == "postgresql":
+            try:  # lazy: the DuckDB default needs neither psycopg nor the pg modules
+                from robofy_etl.warehouse.pg.warehouse import PgWarehouse
+            except ModuleNotFoundError as exc:
+                raise WarehouseError(
+                    f"ROBOFY_WAREHOUSE_URL names a PostgreSQL warehouse ({target.redacted}),"
+                    f" which needs {exc.name or 'psycopg'}: install the postgres extra"
+                    " (pip install 'robofy-etl[postgres]')."
+                ) from None
+            with _process_locks_guard:
+                if target.secret() not in _pg_warehouses:
+                    _pg_warehouses[target.secret()] = PgWarehouse(target)
+                return _pg_warehouses[target.secret()]
+        if target.path is None:
+            raise WarehouseError(f"ROBOFY_WAREHOUSE_URL names no DuckDB file ({target.redacted})")
         arguments: dict[str, Any] = {
             "lock_timeout_s": settings.lock_timeout_s,
             "memory_limit": settings.duckdb_memory_limit,
@@ -540,6 +595,49 @@ class Warehouse:
                 params,
             ).fetchall()
         return {(c, s): (lmt, sl, digest) for c, s, lmt, sl, digest in rows}
+
+    def active_project_ids(self) -> list[int]:
+        """Every project not marked deleted."""
+        with self.connect(read_only=False) as conn:
+            return reads.active_project_ids(conn)
+
+    def active_chatbots(self) -> list[reads.Chatbot]:
+        """Every chatbot not marked deleted, by chatbot_id."""
+        with self.connect(read_only=False) as conn:
+            return reads.active_chatbots(conn)
+
+    def stored_sessions(
+        self, chatbot_ids: Sequence[str], day_from: date, day_to: date
+    ) -> dict[tuple[str, str], reads.StoredSession]:
+        """``(chatbot_id, session_id) -> StoredSession`` of the sessions that started in
+        ``[day_from, day_to)``, for ``chatbot_ids`` (see ``session_watermarks``)."""
+        return {
+            key: reads.StoredSession(*value)
+            for key, value in self.session_watermarks(chatbot_ids, day_from, day_to).items()
+        }
+
+    def stored_keys(
+        self,
+        table: str,
+        key_column: str,
+        chatbot_ids: Sequence[str],
+        day_from: date,
+        day_to: date,
+    ) -> list[reads.StoredKey]:
+        """The rows of ``raw.<table>`` in ``[day_from, day_to)``, for ``chatbot_ids``.
+
+        ``table`` and ``key_column`` come from the stream registry, never from input.
+        """
+        with self.connect() as conn:
+            rows = ledger.stored_keys(
+                conn, table, key_column, chatbot_ids, str(day_from), str(day_to)
+            )
+        return [reads.StoredKey(*row) for row in rows]
+
+    def outstanding(self, stream: str | None = None) -> list[ledger.Outstanding]:
+        """The work (of ``stream``) earlier runs left undone, oldest first."""
+        with self.connect() as conn:
+            return ledger.outstanding(conn, stream)
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 WarehouseError
 ├── WarehouseLockedError    another process held the file's write lock too long
 ├── WarehouseMemoryError    DuckDB needed more than ROBOFY_DUCKDB_MEMORY_LIMIT
-└── WarehouseFileError      the file is no usable warehouse: damaged, not DuckDB, too new, ...
+├── WarehouseFileError      the file is no usable warehouse: damaged, not DuckDB, too new, ...
+└── WarehouseUnsupportedError  this back end cannot do that yet (the SQL models on PostgreSQL)
 ```
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "WarehouseFileError",
     "WarehouseLockedError",
     "WarehouseMemoryError",
+    "WarehouseUnsupportedError",
 ]
 
 MEMORY_LIMIT_ENV = "ROBOFY_DUCKDB_MEMORY_LIMIT"
@@ -32,6 +34,21 @@ class WarehouseError(Exception):
     Raised for caller bugs (a row outside the slice being replaced, an unknown table or column,
     a missing value in a NOT NULL column) and wraps DuckDB failures that need a clearer message.
     """
+
+
+class WarehouseUnsupportedError(WarehouseError):
+    """The warehouse's back end cannot do what was asked yet: the SQL models and the mart
+    checks are DuckDB SQL, so they do not run on PostgreSQL (issue 11)."""
+
+
+def models_unsupported(where: str, doing: str = "build") -> WarehouseUnsupportedError:
+    """The error for building the SQL models on the PostgreSQL warehouse ``where`` (redacted)."""
+    return WarehouseUnsupportedError(
+        f"The SQL models (staging and marts) do not run on PostgreSQL yet, so this cannot "
+        f"{doing} them: the sync loads the raw and meta tables into {where}, and its staging "
+        "and marts schemas stay empty. To build the marts, sync into a DuckDB warehouse "
+        "(unset ROBOFY_WAREHOUSE_URL, or give duckdb:///path/to/file.duckdb)."
+    )
 
 
 class WarehouseLockedError(WarehouseError):

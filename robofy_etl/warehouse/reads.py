@@ -1,17 +1,16 @@
 """What a sync reads from the warehouse before it asks the API: the stored state it compares.
 
-Every read opens a short connection and returns plain named tuples, so the sync layer holds no
-connection while it talks HTTP and reads no SQL of its own.
+The sync never runs SQL itself: it calls ``Warehouse.active_chatbots()``, ``stored_keys()``...
+(``interface.WarehouseLike``), which open a short connection and return the plain named tuples
+below, so the sync layer holds no connection while it talks HTTP. The functions here are the
+DuckDB queries behind those methods; ``pg/state.py`` has their PostgreSQL twins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date
 from typing import NamedTuple
 
-from robofy_etl.warehouse import ledger
-from robofy_etl.warehouse.duckdb import Warehouse
+import duckdb
 
 __all__ = [
     "Chatbot",
@@ -19,9 +18,6 @@ __all__ = [
     "StoredSession",
     "active_chatbots",
     "active_project_ids",
-    "outstanding",
-    "stored_keys",
-    "stored_sessions",
 ]
 
 
@@ -48,54 +44,17 @@ class StoredKey(NamedTuple):
     day: str
 
 
-def active_project_ids(wh: Warehouse) -> list[int]:
+ACTIVE_PROJECTS_SQL = "select project_id from raw.robofy__projects where not _is_deleted order by 1"
+ACTIVE_CHATBOTS_SQL = (
+    "select chatbot_id, project_id from raw.robofy__chatbots where not _is_deleted order by 1"
+)
+
+
+def active_project_ids(conn: duckdb.DuckDBPyConnection) -> list[int]:
     """Every project not marked deleted."""
-    with wh.connect(read_only=False) as conn:
-        rows = conn.execute(
-            "select project_id from raw.robofy__projects where not _is_deleted order by 1"
-        ).fetchall()
-    return [int(r[0]) for r in rows]
+    return [int(r[0]) for r in conn.execute(ACTIVE_PROJECTS_SQL).fetchall()]
 
 
-def active_chatbots(wh: Warehouse) -> list[Chatbot]:
+def active_chatbots(conn: duckdb.DuckDBPyConnection) -> list[Chatbot]:
     """Every chatbot not marked deleted, by chatbot_id."""
-    with wh.connect(read_only=False) as conn:
-        rows = conn.execute(
-            "select chatbot_id, project_id from raw.robofy__chatbots"
-            " where not _is_deleted order by 1"
-        ).fetchall()
-    return [Chatbot(str(r[0]), int(r[1])) for r in rows]
-
-
-def stored_sessions(
-    wh: Warehouse, chatbot_ids: Sequence[str], day_from: date, day_to: date
-) -> dict[tuple[str, str], StoredSession]:
-    """``(chatbot_id, session_id) -> StoredSession`` of the sessions that started in
-    ``[day_from, day_to)``, for ``chatbot_ids``."""
-    return {
-        key: StoredSession(*value)
-        for key, value in wh.session_watermarks(chatbot_ids, day_from, day_to).items()
-    }
-
-
-def stored_keys(
-    wh: Warehouse,
-    table: str,
-    key_column: str,
-    chatbot_ids: Sequence[str],
-    day_from: date,
-    day_to: date,
-) -> list[StoredKey]:
-    """The rows of ``raw.<table>`` in ``[day_from, day_to)``, for ``chatbot_ids``.
-
-    ``table`` and ``key_column`` come from the stream registry, never from input.
-    """
-    with wh.connect() as conn:
-        rows = ledger.stored_keys(conn, table, key_column, chatbot_ids, str(day_from), str(day_to))
-    return [StoredKey(*row) for row in rows]
-
-
-def outstanding(wh: Warehouse, table: str) -> dict[tuple[str, str], ledger.Outstanding]:
-    """``(chatbot_id, item) -> Outstanding``: the work of ``table`` earlier runs left undone."""
-    with wh.connect() as conn:
-        return {(o.chatbot_id, o.item): o for o in ledger.outstanding(conn, table)}
+    return [Chatbot(str(r[0]), int(r[1])) for r in conn.execute(ACTIVE_CHATBOTS_SQL).fetchall()]

@@ -18,9 +18,12 @@ import sqlalchemy as sa
 
 from robofy_etl.warehouse.ledger import Outstanding
 from robofy_etl.warehouse.load import LoadCounts, day_string, encode_payload
+from robofy_etl.warehouse.reads import ACTIVE_CHATBOTS_SQL, ACTIVE_PROJECTS_SQL, Chatbot
 from robofy_etl.warehouse.state import _example
 
 __all__ = [
+    "active_chatbots",
+    "active_project_ids",
     "audit",
     "clear_missing",
     "clear_outstanding",
@@ -389,3 +392,13 @@ def session_watermarks(
         },
     ).all()
     return {(c, s): (lmt, sl, digest) for c, s, lmt, sl, digest in rows}
+
+
+def active_project_ids(conn: sa.Connection) -> list[int]:
+    """Every project not marked deleted."""
+    return [int(r[0]) for r in conn.execute(_sql(ACTIVE_PROJECTS_SQL)).all()]
+
+
+def active_chatbots(conn: sa.Connection) -> list[Chatbot]:
+    """Every chatbot not marked deleted, by chatbot_id."""
+    return [Chatbot(str(r[0]), int(r[1])) for r in conn.execute(_sql(ACTIVE_CHATBOTS_SQL)).all()]

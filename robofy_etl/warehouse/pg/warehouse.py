@@ -14,7 +14,7 @@ the sync can be handed either. Differences that follow from PostgreSQL being a s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -23,9 +23,12 @@ import sqlalchemy as sa
 
 from robofy_etl.warehouse.duckdb import utc_now
 from robofy_etl.warehouse.errors import WarehouseError
+from robofy_etl.warehouse.interface import REPLACED_DEFAULT
+from robofy_etl.warehouse.ledger import Outstanding
 from robofy_etl.warehouse.load import LoadCounts, Rows, Slice
 from robofy_etl.warehouse.pg import load, state
 from robofy_etl.warehouse.pg.schema import create_all
+from robofy_etl.warehouse.reads import Chatbot, StoredKey, StoredSession
 from robofy_etl.warehouse.url import URL_ENV, WarehouseURL, parse_warehouse_url
 
 __all__ = ["PgTransaction", "PgWarehouse"]
@@ -52,7 +55,7 @@ class PgTransaction:
         table: str,
         rows: Rows,
         slice: Slice,
-        removal_reason: str = "not in the rows that replaced its slice",
+        removal_reason: str = REPLACED_DEFAULT,
     ) -> LoadCounts:
         """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``pg.load.replace_slice``)."""
         return load.replace_slice(
@@ -123,6 +126,32 @@ class PgTransaction:
             run_id=self.run_id,
             finished_at=utc_now(),
         )
+
+    # -- the ledger: what did not load, and what a scan missed ----------------------------------
+
+    def outstanding(self, stream: str | None = None) -> list[Outstanding]:
+        """Everything outstanding (of ``stream``), oldest first, as this transaction sees it."""
+        return state.outstanding(self.conn, stream)
+
+    def mark_outstanding(
+        self, stream: str, items: Sequence[tuple[str, str, str | None, str]]
+    ) -> None:
+        """Record ``(chatbot_id, item, slice, reason)`` as outstanding (attempts counted up)."""
+        state.mark_outstanding(self.conn, stream, items, run_id=self.run_id, now=self.loaded_at)
+
+    def clear_outstanding(self, stream: str, items: Iterable[tuple[str, str]]) -> None:
+        """Forget ``(chatbot_id, item)`` pairs that have now loaded completely."""
+        state.clear_outstanding(self.conn, stream, items)
+
+    def count_misses(
+        self, stream: str, missed: Sequence[tuple[str, str | None, str | None]]
+    ) -> Mapping[str, int]:
+        """Count one more miss for each ``(key, chatbot_id, slice)``; key -> misses in a row."""
+        return state.count_misses(self.conn, stream, missed, run_id=self.run_id, now=self.loaded_at)
+
+    def clear_missing(self, stream: str, keys: Iterable[str]) -> None:
+        """Forget the misses of keys that were listed again (or removed)."""
+        state.clear_missing(self.conn, stream, keys)
 
 
 class PgWarehouse:
@@ -231,6 +260,53 @@ class PgWarehouse:
             if not self._initialized:
                 self._create_all(conn)
             return state.session_watermarks(conn, chatbot_ids, day_from, day_to)
+
+    def active_project_ids(self) -> list[int]:
+        """Every project not marked deleted."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            return state.active_project_ids(conn)
+
+    def active_chatbots(self) -> list[Chatbot]:
+        """Every chatbot not marked deleted, by chatbot_id."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            return state.active_chatbots(conn)
+
+    def stored_sessions(
+        self, chatbot_ids: Sequence[str], day_from: date, day_to: date
+    ) -> dict[tuple[str, str], StoredSession]:
+        """``(chatbot_id, session_id) -> StoredSession`` of a window (``session_watermarks``)."""
+        return {
+            key: StoredSession(*value)
+            for key, value in self.session_watermarks(chatbot_ids, day_from, day_to).items()
+        }
+
+    def stored_keys(
+        self,
+        table: str,
+        key_column: str,
+        chatbot_ids: Sequence[str],
+        day_from: date,
+        day_to: date,
+    ) -> list[StoredKey]:
+        """The rows of ``raw.<table>`` in ``[day_from, day_to)``, for ``chatbot_ids``."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            rows = state.stored_keys(
+                conn, table, key_column, chatbot_ids, str(day_from), str(day_to)
+            )
+        return [StoredKey(*row) for row in rows]
+
+    def outstanding(self, stream: str | None = None) -> list[Outstanding]:
+        """The work (of ``stream``) earlier runs left undone, oldest first."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            return state.outstanding(conn, stream)
 
     def publish(self, target: object = None) -> None:
         """Nothing to copy: on PostgreSQL, readers query the marts directly."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,42 @@ def test_without_psycopg_the_error_says_what_to_install() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout
     assert "pip install 'robofy-etl[postgres]'" in out
+
+
+def test_from_settings_gives_one_pg_warehouse_per_url(pg_url: sa.URL) -> None:
+    from robofy_etl.settings import Settings
+    from robofy_etl.warehouse import Warehouse
+
+    full = pg_url.render_as_string(hide_password=False)
+    settings = Settings.from_env({}, overrides={"ROBOFY_WAREHOUSE_URL": full})
+    wh = Warehouse.from_settings(settings)
+    assert isinstance(wh, PgWarehouse)
+    assert Warehouse.from_settings(settings) is wh  # one engine (and pool) per URL
+    wh.initialize()
+    assert wh.active_chatbots() == []
+    assert wh.outstanding() == []
+
+
+def test_from_settings_without_psycopg_names_the_extra_and_duckdb_needs_none(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from robofy_etl.settings import Settings\n"
+        "from robofy_etl.warehouse import Warehouse, WarehouseError\n"
+        "print(type(Warehouse.from_settings(Settings.from_env({}))).__name__)\n"
+        "url = {'ROBOFY_WAREHOUSE_URL': 'postgresql://u:secret-pw@127.0.0.1:9/db'}\n"
+        "try:\n"
+        "    Warehouse.from_settings(Settings.from_env({}, overrides=url))\n"
+        "except WarehouseError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout
+    assert out.startswith("Warehouse\n")
+    assert "pip install 'robofy-etl[postgres]'" in out
+    assert "secret-pw" not in out
