@@ -21,7 +21,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from robofy_etl.warehouse.duckdb import utc_now
 from robofy_etl.warehouse.errors import WarehouseError
 from robofy_etl.warehouse.interface import REPLACED_DEFAULT
 from robofy_etl.warehouse.ledger import Outstanding
@@ -29,6 +28,7 @@ from robofy_etl.warehouse.load import LoadCounts, Rows, Slice
 from robofy_etl.warehouse.pg import load, state
 from robofy_etl.warehouse.pg.schema import create_all
 from robofy_etl.warehouse.reads import Chatbot, StoredKey, StoredSession
+from robofy_etl.warehouse.transaction import utc_now
 from robofy_etl.warehouse.url import URL_ENV, WarehouseURL, parse_warehouse_url
 
 __all__ = ["PgTransaction", "PgWarehouse"]
