@@ -157,3 +157,23 @@ def test_raw_checks_look_only_at_what_the_run_wrote(conn: duckdb.DuckDBPyConnect
     _lead(conn, "new-dup", "bot", "new")
     assert not quality.raw_unique_key(conn, "robofy__leads", "new").passed
     assert not quality.orphans(conn, ref, "new").passed
+
+
+def test_orphans_of_a_run_include_rows_whose_parent_it_removed(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    """Leads an old run wrote are orphaned when a later run removes their chatbot: that run's
+    check finds them (it looks beyond its own rows only when it removed a parent)."""
+    _lead(conn, "kept", "bot", "old")  # its chatbot was never loaded: an old orphan
+    ref = next(r for r in REFERENCES if r.child == "robofy__leads")
+    assert quality.orphans(conn, ref, "new").passed
+    conn.execute(
+        "insert into meta.removed_rows values ('robofy__chatbots', 'bot', 'snapshot', 'gone',"
+        " json_object('chatbot_id', 'bot', 'project_id', 1), 'new', ?)",
+        [NOW],
+    )
+    outcome = quality.orphans(conn, ref, "new")
+    assert not outcome.passed
+    assert outcome.metadata["orphan_rows"] == 1
+    assert "kept" not in outcome.metadata["sample"]  # the sample names parent keys
+    assert "bot" in outcome.metadata["sample"]
