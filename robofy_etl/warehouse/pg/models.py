@@ -67,9 +67,9 @@ def helper_ddl() -> list[str]:
     return out
 
 
-def _first_of_ordered_agg(arg: exp.ArgMin, where: exp.Expression | None) -> exp.Expression:
+def _first_of_ordered_agg(arg: exp.ArgMin, where: exp.Expr | None) -> exp.Expr:
     """arg_min(a, b) [filter (where w)] -> (array_agg(a order by b) [filter (where w)])[1]."""
-    agg: exp.Expression = exp.ArrayAgg(
+    agg: exp.Expr = exp.ArrayAgg(
         this=exp.Order(this=arg.this, expressions=[exp.Ordered(this=arg.expression)])
     )
     if where is not None:
@@ -77,10 +77,10 @@ def _first_of_ordered_agg(arg: exp.ArgMin, where: exp.Expression | None) -> exp.
     return exp.Bracket(this=exp.paren(agg), expressions=[exp.Literal.number(1)], offset=1)
 
 
-def _patch(node: exp.Expression) -> exp.Expression:
+def _patch(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.TryCast):
         to = node.args.get("to")
-        pg_type = to.sql(dialect="postgres").lower() if isinstance(to, exp.Expression) else ""
+        pg_type = to.sql(dialect="postgres").lower() if isinstance(to, exp.Expr) else ""
         pg_type = {"int": "integer", "double": "double precision"}.get(pg_type, pg_type)
         if pg_type not in _TRY_TYPES:
             raise ModelBuildError(
