@@ -43,6 +43,7 @@ from robofy_etl.warehouse.models import (
     discover,
     topological_order,
 )
+from robofy_etl.warehouse.pg.locks import lock_key
 from robofy_etl.warehouse.tables import SCHEMAS
 
 # Hand-written PostgreSQL variants of the models sqlglot cannot transpile.
@@ -52,6 +53,8 @@ NEW_SUFFIX = "__robofy_new"
 # try_cast targets -> helper functions (in the meta schema) returning null where a cast fails.
 _TRY_TYPES = ("integer", "bigint", "boolean", "double precision", "timestamp", "date")
 _HELPER_SCHEMA = "meta"
+# The advisory lock serialising model builds.
+BUILD_LOCK = lock_key("robofy", "sql_models")
 
 
 def helper_ddl() -> list[str]:
@@ -207,6 +210,9 @@ def build(
         if unknown:
             raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
         ordered = [model for model in ordered if model.name in wanted]
+    # One build at a time (two would write the same __robofy_new tables); the lock ends with
+    # the transaction. Loads are not held off: a full build reads what is committed.
+    conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
     for schema in dict.fromkeys(model.schema for model in ordered):
         if schema not in SCHEMAS:
             raise ModelGraphError(f"unknown schema {schema!r}")
