@@ -54,20 +54,33 @@ def canonical_rows(rows: Any) -> list[tuple[Any, ...]]:
     return sorted(out, key=lambda row: tuple("\x00" if v is None else str(v) for v in row))
 
 
-def duckdb_tables(conn: duckdb.DuckDBPyConnection) -> dict[str, tuple[list[str], list[Any]]]:
+def _without(
+    columns: list[str], rows: list[tuple[Any, ...]], skip: frozenset[str]
+) -> tuple[list[str], list[Any]]:
+    keep = [i for i, name in enumerate(columns) if name not in skip]
+    return [columns[i] for i in keep], canonical_rows([tuple(r[i] for i in keep) for r in rows])
+
+
+def duckdb_tables(
+    conn: duckdb.DuckDBPyConnection, skip: frozenset[str] = frozenset()
+) -> dict[str, tuple[list[str], list[Any]]]:
+    """Every model table's columns and canonical rows (``skip``: columns left out)."""
     out = {}
     for model in models.discover():
         result = conn.execute(f"select * from {model.name}")
         columns = [d[0] for d in result.description]
-        out[model.name] = (columns, canonical_rows(result.fetchall()))
+        out[model.name] = _without(columns, result.fetchall(), skip)
     return out
 
 
-def pg_tables(conn: sa.Connection) -> dict[str, tuple[list[str], list[Any]]]:
+def pg_tables(
+    conn: sa.Connection, skip: frozenset[str] = frozenset()
+) -> dict[str, tuple[list[str], list[Any]]]:
+    """Every model table's columns and canonical rows (``skip``: columns left out)."""
     out = {}
     for model in models.discover():
         result = conn.exec_driver_sql(f"select * from {model.name}")
-        out[model.name] = (list(result.keys()), canonical_rows([tuple(r) for r in result]))
+        out[model.name] = _without(list(result.keys()), [tuple(r) for r in result], skip)
     return out
 
 
