@@ -187,7 +187,9 @@ def _rebuild_postgresql(settings: Settings) -> int:
             results = wh.build_models()
         finally:
             wh.dispose()
-    except (WarehouseError, ModelError) as exc:
+    except WarehouseError as exc:  # unreachable server, refused login: a setting to fix
+        raise CliError(str(exc)) from None
+    except ModelError as exc:
         print(f"robofy-etl: rebuild failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     rows = [(r.name, r.rows, f"{r.seconds:.2f}") for r in results]
