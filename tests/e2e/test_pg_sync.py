@@ -27,7 +27,7 @@ from robofy_etl.settings import Settings
 from robofy_etl.warehouse.tables import RAW_TABLES
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, LINEAGE, Pipeline, _env
 from tests.pg import PgCluster
-from tests.warehouse.test_pg_models import assert_same_tables, duckdb_tables, pg_tables
+from tests.warehouse.pg.test_models import assert_same_tables, duckdb_tables, pg_tables
 
 pytestmark = pytest.mark.slow
 
