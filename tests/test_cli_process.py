@@ -64,8 +64,8 @@ def test_a_bad_setting_exits_two_naming_the_variable(value: str) -> None:
         # the sync loads into PostgreSQL: an unreachable server is a clear error before any run
         (["sync", "--start", "2026-11-29"], "cannot connect to the PostgreSQL warehouse"),
         (["status"], "cannot connect to the PostgreSQL warehouse"),
-        # rebuild builds the SQL models, which are DuckDB-only for now: refused clearly
-        (["rebuild"], "The SQL models (staging and marts) do not run on PostgreSQL yet"),
+        # rebuild builds the SQL models there too
+        (["rebuild"], "cannot connect to the PostgreSQL warehouse"),
     ],
 )
 def test_a_postgresql_warehouse_url_is_used_or_refused_clearly_without_its_password(

@@ -66,12 +66,9 @@ def warehouse_file(settings: Settings, command: str) -> str:
     """The DuckDB file the settings name (``ROBOFY_WAREHOUSE_URL`` or ``ROBOFY_DUCKDB_PATH``),
     for a command that works on DuckDB files only; a clear error for a PostgreSQL warehouse."""
     from robofy_etl.warehouse import Warehouse, WarehouseError
-    from robofy_etl.warehouse.errors import models_unsupported
 
     target = settings.warehouse
     if target.backend != "duckdb":
-        if command == "rebuild":
-            raise CliError(str(models_unsupported(target.redacted, "rebuild")))
         raise CliError(
             f"`robofy-etl {command}` reads a DuckDB warehouse file, and ROBOFY_WAREHOUSE_URL "
             f"names a PostgreSQL warehouse ({target.redacted}); it does not work on PostgreSQL "

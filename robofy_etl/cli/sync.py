@@ -92,8 +92,8 @@ class SyncOutcome:
     quarantined: int = 0
     interrupted: bool = False
     # PostgreSQL: the data-quality checks (raw_checks, mart_checks) are DuckDB SQL and are left
-    # out of the run (the raw assets' own load checks run); the SQL models' step fails with
-    # WarehouseUnsupportedError (they do not run there yet).
+    # out of the run (the raw assets' own load checks run). models_unsupported: a step failed
+    # with WarehouseUnsupportedError (DuckDB-only SQL asked of PostgreSQL).
     quality_checks_run: bool = True
     models_unsupported: bool = False
 

@@ -54,6 +54,9 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
     marts from two different loads. Builds are incremental (only the rows of what the loads
     changed are rebuilt); the run tag ``robofy/full_refresh=true`` rebuilds everything. After a
     successful build the warehouse is published as a read-only copy for dashboards.
+
+    On PostgreSQL every run is a full build (metadata ``build: full``), in one transaction
+    that swaps the new tables in; dashboards read the marts directly, nothing is published.
     """
     specs = [
         dg.AssetSpec(
@@ -78,21 +81,33 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
         context: AssetExecutionContext, config: ModelsConfig, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[Any]]:
         selected = [by_key[key] for key in context.selected_asset_keys]
-        wh = warehouse.get_duckdb()  # PostgreSQL: fails, saying the models are DuckDB-only
-        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true"
-        with wh.transaction(run_id=context.run.run_id) as tx:
-            results = build(
-                tx.conn, models, select=[m.name for m in selected], full_refresh=full_refresh
+        published: str | None = None
+        if warehouse.backend == "postgresql":
+            # Full builds every run for now, in one transaction; readers query the marts
+            # directly (nothing to publish). See warehouse/pg/models.py.
+            from robofy_etl.warehouse.pg.warehouse import PgWarehouse  # the postgres extra
+
+            pg = warehouse.get_warehouse()
+            assert isinstance(pg, PgWarehouse)
+            results = pg.build_models(models, select=[m.name for m in selected])
+            log.info("built %d SQL models on PostgreSQL (full builds)", len(results))
+        else:
+            wh = warehouse.get_duckdb()
+            full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true"
+            with wh.transaction(run_id=context.run.run_id) as tx:
+                results = build(
+                    tx.conn, models, select=[m.name for m in selected], full_refresh=full_refresh
+                )
+            published = str(wh.publish(warehouse.publish_path or None))
+            modes = {mode: sum(r.mode == mode for r in results) for mode in ("full", "incremental")}
+            log.info(
+                "built %d SQL models (%d in full, %d incrementally, the rest unchanged); "
+                "published %s",
+                len(results),
+                modes["full"],
+                modes["incremental"],
+                published,
             )
-        published = wh.publish(warehouse.publish_path or None)
-        modes = {mode: sum(r.mode == mode for r in results) for mode in ("full", "incremental")}
-        log.info(
-            "built %d SQL models (%d in full, %d incrementally, the rest unchanged); published %s",
-            len(results),
-            modes["full"],
-            modes["incremental"],
-            published,
-        )
         for result in results:
             schema, name = result.name.split(".", 1)
             metadata: dict[str, Any] = {
@@ -100,8 +115,9 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
                 "build": result.mode,
                 "keys_rebuilt": result.keys,
                 "duration_s": round(result.seconds, 3),
-                "published_copy": str(published),
             }
+            if published is not None:
+                metadata["published_copy"] = published
             if result.reason:
                 metadata["full_build_reason"] = result.reason
             if result.rows is not None:

@@ -37,17 +37,18 @@ class WarehouseError(Exception):
 
 
 class WarehouseUnsupportedError(WarehouseError):
-    """The warehouse's back end cannot do what was asked yet: the SQL models and the mart
-    checks are DuckDB SQL, so they do not run on PostgreSQL (issue 11)."""
+    """The warehouse's back end cannot do what was asked yet: the data-quality checks are
+    DuckDB SQL, so they do not run on PostgreSQL (issue 11); the SQL models do."""
 
 
-def models_unsupported(where: str, doing: str = "build") -> WarehouseUnsupportedError:
-    """The error for building the SQL models on the PostgreSQL warehouse ``where`` (redacted)."""
+def models_unsupported(where: str, doing: str = "check") -> WarehouseUnsupportedError:
+    """The error for running DuckDB-only SQL (the data-quality checks) on the PostgreSQL
+    warehouse ``where`` (redacted)."""
     return WarehouseUnsupportedError(
-        f"The SQL models (staging and marts) do not run on PostgreSQL yet, so this cannot "
-        f"{doing} them: the sync loads the raw and meta tables into {where}, and its staging "
-        "and marts schemas stay empty. To build the marts, sync into a DuckDB warehouse "
-        "(unset ROBOFY_WAREHOUSE_URL, or give duckdb:///path/to/file.duckdb)."
+        f"The data-quality checks are DuckDB SQL and do not run on PostgreSQL yet, so this "
+        f"cannot {doing} the tables of {where} (the sync loads them and builds the SQL models "
+        "there). To run the checks, sync into a DuckDB warehouse (unset ROBOFY_WAREHOUSE_URL, "
+        "or give duckdb:///path/to/file.duckdb)."
     )
 
 

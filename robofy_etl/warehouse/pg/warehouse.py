@@ -25,6 +25,7 @@ from robofy_etl.warehouse.errors import WarehouseError
 from robofy_etl.warehouse.interface import REPLACED_DEFAULT
 from robofy_etl.warehouse.ledger import Outstanding
 from robofy_etl.warehouse.load import LoadCounts, Rows, Slice
+from robofy_etl.warehouse.models import BuildResult, Model
 from robofy_etl.warehouse.pg import load, state
 from robofy_etl.warehouse.pg.schema import create_all
 from robofy_etl.warehouse.reads import Chatbot, StoredKey, StoredSession
@@ -307,6 +308,29 @@ class PgWarehouse:
             if not self._initialized:
                 self._create_all(conn)
             return state.outstanding(conn, stream)
+
+    def build_models(
+        self, models: Sequence[Model] | None = None, *, select: Iterable[str] | None = None
+    ) -> list[BuildResult]:
+        """Build the SQL models in full, in one transaction (see ``pg/models.py``).
+
+        Readers see the previous staging and mart tables until it commits, the new ones after.
+
+        Args:
+            models: the models to consider; defaults to ``discover()``.
+            select: relation names to build; defaults to all.
+
+        Raises:
+            ModelError: if a model cannot be transpiled or its SQL fails (names the file).
+            WarehouseError: if the server cannot be reached.
+        """
+        from robofy_etl.warehouse.pg import models as pg_models  # sqlglot: only when building
+
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            with conn.begin():
+                return pg_models.build(conn, models, select=select)
 
     def publish(self, target: object = None) -> None:
         """Nothing to copy: on PostgreSQL, readers query the marts directly."""

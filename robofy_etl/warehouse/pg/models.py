@@ -1,0 +1,255 @@
+"""Build the ``sql/`` models on PostgreSQL: full builds, in one transaction, from the same files.
+
+The model files are DuckDB SQL. Each one runs on PostgreSQL as
+
+- its hand-written PostgreSQL variant ``sql/postgres/<schema>/<model>.sql`` where there is one
+  (the JSON-parsing staging models and the two lead marts: DuckDB's structs, lambdas and
+  ``from_json`` have no transpilable counterpart; see docs/postgres-models.md), or else
+- the file transpiled by sqlglot (pinned), with three patches on its syntax tree:
+  ``try_cast`` -> a helper function returning null where the cast fails (PostgreSQL 13-15 have
+  no try_cast, and sqlglot would silently emit a failing ``CAST``), ``any_value`` -> ``min``
+  (PostgreSQL 16+ only; the models use it on one value per group), and ``arg_min(a, b)`` ->
+  ``(array_agg(a order by b))[1]``. A construct sqlglot cannot translate fails the build
+  (``unsupported_level=RAISE``) instead of being dropped with a log line.
+
+Every build is a full one (incremental builds on PostgreSQL come later). Each model is built
+into ``<schema>.<model>__robofy_new`` (models built in the same run read each other's new
+tables), and at the end the old tables are dropped and the new ones renamed, all inside the
+caller's transaction: readers see the previous marts until it commits and the new ones after,
+never an empty or missing table (PostgreSQL DDL is transactional; nothing is truncated). The
+exclusive locks the swap takes are held only from the swap to the commit, so a dashboard query
+waits for that moment at most, not for the whole build.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel, SqlglotError
+
+from robofy_etl.warehouse.models import (
+    SQL_DIR,
+    BuildResult,
+    Model,
+    ModelBuildError,
+    ModelGraphError,
+    discover,
+    topological_order,
+)
+from robofy_etl.warehouse.pg.locks import lock_key
+from robofy_etl.warehouse.tables import SCHEMAS
+
+# Hand-written PostgreSQL variants of the models sqlglot cannot transpile.
+VARIANTS_DIR = "postgres"
+# Suffix of the tables a build writes before it swaps them in.
+NEW_SUFFIX = "__robofy_new"
+# try_cast targets -> helper functions (in the meta schema) returning null where a cast fails.
+_TRY_TYPES = ("integer", "bigint", "boolean", "double precision", "timestamp", "date")
+_HELPER_SCHEMA = "meta"
+# The advisory lock serialising model builds.
+BUILD_LOCK = lock_key("robofy", "sql_models")
+
+
+def helper_ddl() -> list[str]:
+    """The helper functions transpiled models call (idempotent; run in every build)."""
+    out = []
+    for pg_type in _TRY_TYPES:
+        name = f"{_HELPER_SCHEMA}.try_cast_" + pg_type.replace(" ", "_")
+        out.append(
+            f"create or replace function {name}(v text) returns {pg_type}"
+            " language plpgsql immutable parallel safe as"
+            f" $$ begin return v::{pg_type}; exception when others then return null; end $$"
+        )
+    return out
+
+
+def _first_of_ordered_agg(arg: exp.ArgMin, where: exp.Expr | None) -> exp.Expr:
+    """arg_min(a, b) [filter (where w)] -> (array_agg(a order by b) [filter (where w)])[1]."""
+    agg: exp.Expr = exp.ArrayAgg(
+        this=exp.Order(this=arg.this, expressions=[exp.Ordered(this=arg.expression)])
+    )
+    if where is not None:
+        agg = exp.Filter(this=agg, expression=where)
+    return exp.Bracket(this=exp.paren(agg), expressions=[exp.Literal.number(1)], offset=1)
+
+
+def _patch(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.TryCast):
+        to = node.args.get("to")
+        pg_type = to.sql(dialect="postgres").lower() if isinstance(to, exp.Expr) else ""
+        pg_type = {"int": "integer", "double": "double precision"}.get(pg_type, pg_type)
+        if pg_type not in _TRY_TYPES:
+            raise ModelBuildError(
+                f"try_cast to {pg_type!r} has no PostgreSQL helper; add it to _TRY_TYPES in "
+                f"{__name__}"
+            )
+        name = f"{_HELPER_SCHEMA}.try_cast_" + pg_type.replace(" ", "_")
+        return exp.func(name, exp.cast(node.this, "text"))
+    # DuckDB's any_value skips nulls (sqlglot reads it as IGNORE NULLS), as min does; the
+    # models use it on one value per group.
+    if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.AnyValue):
+        return exp.Min(this=node.this.this)
+    if isinstance(node, exp.AnyValue):
+        return exp.Min(this=node.this)
+    if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArgMin):
+        return _first_of_ordered_agg(node.this, node.expression)
+    if isinstance(node, exp.ArgMin):
+        return _first_of_ordered_agg(node, None)
+    return node
+
+
+@functools.lru_cache(maxsize=64)
+def transpile(sql: str) -> str:
+    """One DuckDB model SELECT in PostgreSQL, by sqlglot and the patches above.
+
+    Raises:
+        sqlglot.errors.SqlglotError: if the SQL does not parse, or uses a construct sqlglot
+            cannot express in PostgreSQL.
+    """
+    tree = sqlglot.parse_one(sql, read="duckdb").transform(_patch)
+    return tree.sql(dialect="postgres", pretty=True, unsupported_level=ErrorLevel.RAISE)
+
+
+def variant_path(model: Model, sql_dir: Path | None = None) -> Path:
+    """Where the hand-written PostgreSQL variant of ``model`` would be."""
+    return (sql_dir or SQL_DIR) / VARIANTS_DIR / model.schema / f"{model.relation}.sql"
+
+
+def postgres_sql(model: Model, sql_dir: Path | None = None) -> tuple[str, str]:
+    """The SELECT building ``model`` on PostgreSQL, and how: ``variant`` or ``transpiled``.
+
+    Raises:
+        ModelBuildError: if the model's file cannot be transpiled; the message names the file
+            and the fix (a hand-written variant).
+    """
+    variant = variant_path(model, sql_dir or model.path.parents[1])
+    if variant.exists():
+        return variant.read_text(encoding="utf-8").strip().rstrip(";"), "variant"
+    try:
+        return transpile(model.sql), "transpiled"
+    except SqlglotError as exc:
+        detail = str(exc).strip().splitlines()[0][:300]
+        raise ModelBuildError(
+            f"{model.path}: cannot be transpiled to PostgreSQL ({detail}); write a PostgreSQL "
+            f"variant at {variant}"
+        ) from None
+
+
+def _retarget(sql: str, built: Iterable[str]) -> str:
+    """Point references to models built in this run at their new tables."""
+    for name in built:
+        schema, relation = name.split(".", 1)
+        sql = re.sub(rf'\b{schema}\."?{relation}"?(?!\w)', f"{schema}.{relation}{NEW_SUFFIX}", sql)
+    return sql
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _document(conn: sa.Connection, model: Model, table: str) -> None:
+    """COMMENT ON the new table and its columns, from the model's header (as on DuckDB)."""
+    summary = " ".join(part for part in (model.description, f"Grain: {model.grain}.") if part)
+    conn.exec_driver_sql(f"comment on table {table} is {_quote(summary)}".replace("%", "%%"))
+    present = set(
+        conn.execute(
+            sa.text(
+                "select column_name from information_schema.columns "
+                "where table_schema = :schema and table_name = :name"
+            ),
+            {"schema": model.schema, "name": table.split(".", 1)[1]},
+        ).scalars()
+    )
+    missing = sorted(set(model.column_docs) - present)
+    if missing:
+        raise ModelBuildError(
+            f"{model.path}: the header documents columns the model does not produce: {missing}"
+        )
+    for column, doc in model.column_docs.items():
+        statement = f'comment on column {table}."{column}" is {_quote(doc)}'
+        conn.exec_driver_sql(statement.replace("%", "%%"))
+
+
+def build(
+    conn: sa.Connection,
+    models: Sequence[Model] | None = None,
+    *,
+    select: Iterable[str] | None = None,
+) -> list[BuildResult]:
+    """Build every (selected) model in full, in dependency order, and swap the new tables in.
+
+    Nothing is committed here: run it inside the caller's transaction (``with conn.begin()``)
+    and readers see the previous tables until it commits, the new ones after.
+
+    Args:
+        conn: a connection to the PostgreSQL warehouse, inside a transaction, whose ``raw``
+            and ``meta`` tables exist.
+        models: the models to consider; defaults to ``discover()``.
+        select: relation names to build; models not selected keep their tables (and selected
+            ones read them). Defaults to all.
+
+    Returns:
+        One result per built model, in build order (``mode`` is always ``full``).
+
+    Raises:
+        ModelGraphError: if the graph is not buildable, or ``select`` names an unknown model.
+        ModelBuildError: if a model cannot be transpiled or its SQL fails; the message names
+            the model file.
+    """
+    ordered = topological_order(discover() if models is None else models)
+    if select is not None:
+        wanted = set(select)
+        unknown = wanted - {model.name for model in ordered}
+        if unknown:
+            raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
+        ordered = [model for model in ordered if model.name in wanted]
+    # One build at a time (two would write the same __robofy_new tables); the lock ends with
+    # the transaction. Loads are not held off: a full build reads what is committed.
+    conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+    for schema in dict.fromkeys(model.schema for model in ordered):
+        if schema not in SCHEMAS:
+            raise ModelGraphError(f"unknown schema {schema!r}")
+        conn.exec_driver_sql(f"create schema if not exists {schema}")
+    for statement in helper_ddl():
+        conn.exec_driver_sql(statement)
+    # Transpile everything first: a model that cannot run fails the build before any work.
+    sources = {model.name: postgres_sql(model) for model in ordered}
+    built: list[str] = []
+    results: list[BuildResult] = []
+    for model in ordered:
+        started = time.perf_counter()
+        new = f"{model.name}{NEW_SUFFIX}"
+        sql = _retarget(sources[model.name][0], built)
+        try:
+            conn.exec_driver_sql(f"drop table if exists {new}")
+            with conn.begin_nested():  # a failed statement leaves the outer transaction usable
+                conn.exec_driver_sql(f"create table {new} as\n{sql}".replace("%", "%%"))
+        except sa.exc.DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise ModelBuildError(
+                f"{model.path} ({sources[model.name][1]} for PostgreSQL) failed: {detail}"
+            ) from None
+        _document(conn, model, new)
+        rows = conn.exec_driver_sql(f"select count(*) from {new}").scalar_one()
+        built.append(model.name)
+        results.append(
+            BuildResult(
+                name=model.name,
+                materialization="table",
+                rows=int(rows),
+                seconds=time.perf_counter() - started,
+                reason="PostgreSQL builds are full",
+            )
+        )
+    for name in built:  # the swap: exclusive locks from here to the commit only
+        relation = name.split(".", 1)[1]
+        conn.exec_driver_sql(f"drop table if exists {name}")
+        conn.exec_driver_sql(f"alter table {name}{NEW_SUFFIX} rename to {relation}")
+    return results
