@@ -1,7 +1,6 @@
 """Probe: which sql/ models, transpiled DuckDB -> PostgreSQL by sqlglot, run and match DuckDB.
 
-An experiment behind docs/postgres-models.md, not part of the pipeline: sqlglot is not a
-dependency yet (install it into the venv: ``.venv/bin/uv pip install sqlglot==30.30.0``).
+The experiment behind docs/postgres-models.md (sqlglot comes with the ``postgres`` extra).
 
 Takes a DuckDB warehouse with every model built (default: the hand-written account of
 tests/sql/conftest.py; ``--duckdb FILE`` for another, e.g. one ``robofy-etl demo`` filled),
@@ -12,8 +11,10 @@ runs it on PostgreSQL, and compares its columns and rows with DuckDB's table.
 
     .venv/bin/python benchmarks/pg_models_probe.py [--patched] [--duckdb FILE] [model ...]
 
-``--patched`` applies the small AST patches below (try_cast, any_value, arg_min) and runs the
-hand-written variant ``sql/postgres/<layer>/<model>.sql`` of a model where there is one.
+``--patched`` tries each model as the pipeline builds it on PostgreSQL
+(``warehouse/pg/models.py``: the hand-written variant ``sql/postgres/<layer>/<model>.sql`` where
+there is one, else the SQL transpiled with that module's AST patches); without it, sqlglot
+alone.
 """
 
 from __future__ import annotations
@@ -30,20 +31,20 @@ from typing import Any
 import duckdb
 import sqlalchemy as sa
 import sqlglot
-from sqlglot import exp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# Hand-written PostgreSQL variants of models sqlglot cannot transpile (used with --patched).
-VARIANTS = ROOT / "sql" / "postgres"
 
 from robofy_etl.warehouse import models  # noqa: E402
+from robofy_etl.warehouse.models import ModelBuildError  # noqa: E402
+from robofy_etl.warehouse.pg import models as pg_models  # noqa: E402
 from robofy_etl.warehouse.pg.load import copy_arrow  # noqa: E402
 from robofy_etl.warehouse.pg.schema import create_all  # noqa: E402
 from robofy_etl.warehouse.tables import RAW_TABLES  # noqa: E402
 from tests.pg import pg_cluster  # noqa: E402
 
-# DuckDB type (first word) -> PostgreSQL type for the copied model tables; others -> jsonb.
+# DuckDB type (first word) -> PostgreSQL type for the copied model tables; others (lists,
+# structs) -> json, as the pipeline stores them on PostgreSQL.
 _PG_TYPES = {
     "VARCHAR": "varchar",
     "BIGINT": "bigint",
@@ -55,55 +56,11 @@ _PG_TYPES = {
     "HUGEINT": "numeric",
     "DECIMAL": "numeric",
 }
-# try_cast targets -> helper functions that return null where the text does not cast.
-_TRY_TYPES = ("integer", "bigint", "boolean", "double precision", "timestamp", "date")
 
 
-def helper_ddl() -> list[str]:
-    """PostgreSQL 13+ has no try_cast (16 has pg_input_is_valid): one PL/pgSQL helper a type."""
-    out = ["create schema if not exists robofy"]
-    for pg_type in _TRY_TYPES:
-        name = "try_cast_" + pg_type.replace(" ", "_")
-        out.append(
-            f"create or replace function robofy.{name}(v text) returns {pg_type}"
-            " language plpgsql immutable parallel safe as"
-            f" $$ begin return v::{pg_type}; exception when others then return null; end $$"
-        )
-    return out
-
-
-def _first_of_ordered_agg(arg: exp.ArgMin, where: exp.Expression | None) -> exp.Expression:
-    """arg_min(a, b) [filter (where w)] -> (array_agg(a order by b) [filter (where w)])[1]."""
-    agg: exp.Expression = exp.ArrayAgg(
-        this=exp.Order(this=arg.this, expressions=[exp.Ordered(this=arg.expression)])
-    )
-    if where is not None:
-        agg = exp.Filter(this=agg, expression=where)
-    return exp.Bracket(this=exp.paren(agg), expressions=[exp.Literal.number(1)], offset=1)
-
-
-def _patch(node: exp.Expression) -> exp.Expression:
-    if isinstance(node, exp.TryCast):
-        pg_type = node.to.sql(dialect="postgres").lower()
-        pg_type = {"int": "integer", "double": "double precision"}.get(pg_type, pg_type)
-        if pg_type in _TRY_TYPES:
-            name = "robofy.try_cast_" + pg_type.replace(" ", "_")
-            return exp.func(name, exp.cast(node.this, "text"))
-    if isinstance(node, exp.AnyValue):  # PostgreSQL 16+ only; min() where it is one value
-        return exp.Min(this=node.this)
-    if isinstance(node, exp.Filter) and isinstance(node.this, exp.ArgMin):
-        return _first_of_ordered_agg(node.this, node.expression)
-    if isinstance(node, exp.ArgMin):
-        return _first_of_ordered_agg(node, None)
-    return node
-
-
-def transpile(sql: str, patched: bool) -> str:
-    """One model's SELECT in PostgreSQL, by sqlglot (and the patches above)."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
-    if patched:
-        tree = tree.transform(_patch)
-    return tree.sql(dialect="postgres", pretty=True)
+def transpile(sql: str) -> str:
+    """One model's SELECT in PostgreSQL by sqlglot alone (no patches): the unpatched baseline."""
+    return sqlglot.parse_one(sql, read="duckdb").sql(dialect="postgres", pretty=True)
 
 
 def _norm(value: Any) -> Any:
@@ -128,10 +85,10 @@ def _copy_inputs(dconn: duckdb.DuckDBPyConnection, conn: sa.Connection, built: l
     for model in built:
         columns, selects = [], []
         for name, duck_type, *_ in dconn.execute(f"describe {model.name}").fetchall():
-            pg_type = _PG_TYPES.get(duck_type.split("(")[0], "jsonb")
+            pg_type = _PG_TYPES.get(duck_type.split("(")[0], "json")
             columns.append(f'"{name}" {pg_type}')
             selects.append(
-                f'"{name}"' if pg_type != "jsonb" else f'to_json("{name}")::varchar as "{name}"'
+                f'"{name}"' if pg_type != "json" else f'to_json("{name}")::varchar as "{name}"'
             )
         conn.exec_driver_sql(f"create table {model.name} ({', '.join(columns)})")
         data = dconn.sql(f"select {', '.join(selects)} from {model.name}").to_arrow_table()
@@ -139,15 +96,17 @@ def _copy_inputs(dconn: duckdb.DuckDBPyConnection, conn: sa.Connection, built: l
 
 
 def _try(model: Any, engine: sa.Engine, dconn: duckdb.DuckDBPyConnection, patched: bool) -> str:
-    variant = VARIANTS / model.schema / f"{model.name.split('.')[1]}.sql"
-    if patched and variant.exists():
-        pg_sql, how = variant.read_text(), "hand-written variant "
-    else:
-        how = ""
-        try:
-            pg_sql = transpile(model.sql, patched)
-        except sqlglot.errors.SqlglotError as exc:
-            return f"transpile error: {str(exc).splitlines()[0][:200]}"
+    # --patched: what the pipeline builds on PostgreSQL (warehouse/pg/models.py: the variant, or
+    # the SQL transpiled with its patches); otherwise sqlglot alone.
+    how = ""
+    try:
+        if patched:
+            pg_sql, way = pg_models.postgres_sql(model)
+            how = "hand-written variant " if way == "variant" else ""
+        else:
+            pg_sql = transpile(model.sql)
+    except (sqlglot.errors.SqlglotError, ModelBuildError) as exc:
+        return f"transpile error: {str(exc).splitlines()[0][:200]}"
     try:
         with engine.connect() as conn:
             result = conn.exec_driver_sql(pg_sql.replace("%", "%%"))
@@ -187,7 +146,7 @@ def main() -> None:
         engine = sa.create_engine(cluster.create_database("probe"))
         with engine.begin() as conn:
             create_all(conn)
-            for statement in helper_ddl():
+            for statement in pg_models.helper_ddl():
                 conn.exec_driver_sql(statement)
             _copy_inputs(dconn, conn, built)
         for model in built:
