@@ -87,10 +87,11 @@ def test_a_postgresql_warehouse_url_is_used_or_refused_clearly_without_its_passw
 
 
 def test_a_duckdb_warehouse_url_names_the_file(tmp_path: Path) -> None:
-    missing = tmp_path / "from-url.duckdb"
+    missing = tmp_path / "nowhere" / "from-url.duckdb"
     result = _cli("status", env={"ROBOFY_WAREHOUSE_URL": f"duckdb:///{missing}"})
     assert result.returncode == 2
     assert str(missing) in result.stderr
+    assert not missing.parent.exists()  # a command that only reads creates nothing
 
 
 def test_the_warehouse_option_names_the_warehouse_and_duckdb_wins_over_the_variable(

@@ -65,8 +65,6 @@ def env_api_key() -> str:
 def warehouse_file(settings: Settings, command: str) -> str:
     """The DuckDB file the settings name (``ROBOFY_WAREHOUSE_URL`` or ``ROBOFY_DUCKDB_PATH``),
     for a command that works on DuckDB files only; a clear error for a PostgreSQL warehouse."""
-    from robofy_etl.warehouse import Warehouse, WarehouseError
-
     target = settings.warehouse
     if target.backend != "duckdb":
         raise CliError(
@@ -75,9 +73,8 @@ def warehouse_file(settings: Settings, command: str) -> str:
             "yet. Query its meta schema directly (meta.load_audit, meta.outstanding, "
             "meta.schema_drift, meta.quarantine)."
         )
-    try:
-        wh = Warehouse.from_settings(settings)
-    except WarehouseError as exc:
-        raise CliError(str(exc)) from None
-    assert isinstance(wh, Warehouse)
-    return str(wh.path)
+    # The path alone: opening a Warehouse here would create the file's directory as a side
+    # effect of a command that only reads.
+    if target.path is None:
+        raise CliError(f"ROBOFY_WAREHOUSE_URL names no DuckDB file ({target.redacted})")
+    return str(target.path.expanduser().resolve())
