@@ -11,7 +11,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 # deploy/Dockerfile installs the same minus dev (tests/deploy checks it).
 EXTRAS := dev,postgres
 
-.PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load bench-history docs clean
+.PHONY: help install demo test lint dev simulator test-live bench bench-client bench-sync bench-floor bench-queries bench-load bench-history bench-pg docs clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ bench-queries: $(STAMP) ## dashboard and analyst queries on the synced medium da
 
 bench-load: $(STAMP) ## warehouse slice-replace throughput
 	$(BIN)/python benchmarks/bench_load.py
+
+bench-pg: $(STAMP) ## the medium sync into PostgreSQL beside DuckDB, and PostgreSQL load rows/s
+	$(BIN)/python benchmarks/bench_sync.py --warehouse both
+	$(BIN)/python benchmarks/bench_pg_load.py
 
 bench-history: $(STAMP) ## the hourly run on 14, 90 and 365 days of a large account's history (QUICK=1: 3 and 14)
 	$(BIN)/python benchmarks/bench_history.py $(if $(QUICK),--quick)

@@ -6,7 +6,13 @@ start-up included, into an empty warehouse. For each run it reports wall time, A
 CPU time and peak RSS of the sync process. Then the simulator's clock moves one day and the
 recent days are synced again (the incremental run).
 
+``--warehouse postgresql`` loads into a throwaway PostgreSQL cluster (tests/pg.py: PostgreSQL
+15 on loopback, durability off as in the tests) instead of a DuckDB file; ``--warehouse both``
+runs the DuckDB and the PostgreSQL benchmark back to back (each against a fresh simulator) and
+prints their ratio.
+
     .venv/bin/python benchmarks/bench_sync.py [--scale medium] [--latency-ms 20] [--in-flight 16]
+        [--warehouse duckdb|postgresql|both]
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _simulator(conn: Connection, scale: str, latency_ms: float, end: datetime) -> None:
@@ -76,20 +86,27 @@ def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="medium")
-    parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--in-flight", type=int, default=16)
-    parser.add_argument("--lookback-days", type=int, default=2)
-    parser.add_argument(
-        "--dagster-home",
-        action="store_true",
-        help="record the runs in a (fresh) sqlite Dagster instance, as with DAGSTER_HOME set; "
-        "default: an ephemeral in-memory instance, as a plain `robofy-etl sync` without it",
-    )
-    args = parser.parse_args()
+@contextmanager
+def _warehouse_env(backend: str, directory: Path) -> Iterator[dict[str, str]]:
+    """The environment selecting ``backend``: a DuckDB file in ``directory``, or a database in a
+    throwaway PostgreSQL cluster (its password stays in this environment)."""
+    if backend == "duckdb":
+        yield {"ROBOFY_DUCKDB_PATH": str(directory / "robofy.duckdb")}
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import pg_cluster  # the throwaway cluster of the tests
 
+    with pg_cluster() as cluster:
+        url = cluster.create_database("robofy_bench")
+        yield {
+            "ROBOFY_WAREHOUSE_URL": url.render_as_string(hide_password=False),
+            "ROBOFY_DUCKDB_PATH": str(directory / "unused.duckdb"),
+        }
+
+
+def bench(args: argparse.Namespace, backend: str) -> dict[str, dict[str, float]]:
+    """The full sync into an empty ``backend`` warehouse, then the incremental run; prints and
+    returns both rows."""
     # The clock starts a day ago, so that after it moves one day it is now again.
     now = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     end = now - timedelta(days=1)
@@ -98,7 +115,7 @@ def main() -> None:
     sim.start()
     try:
         base_url, api_key, summary = parent.recv()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _warehouse_env(backend, Path(tmp)) as selected:
             home = Path(tmp) / "dagster_home"
             home.mkdir()
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -106,10 +123,12 @@ def main() -> None:
                 **os.environ,
                 "ROBOFY_API_KEY": api_key,
                 "ROBOFY_BASE_URL": base_url,
-                "ROBOFY_DUCKDB_PATH": str(Path(tmp) / "robofy.duckdb"),
                 "ROBOFY_MAX_IN_FLIGHT": str(args.in_flight),
+                **selected,
             }
             env.pop("DAGSTER_HOME", None)
+            if backend == "duckdb":
+                env.pop("ROBOFY_WAREHOUSE_URL", None)
             if args.dagster_home:
                 env["DAGSTER_HOME"] = str(home)
             last = end.date()
@@ -130,23 +149,49 @@ def main() -> None:
 
     bound = full["server_requests"] * args.latency_ms / 1000 / args.in_flight
     instance = "sqlite DAGSTER_HOME" if args.dagster_home else "ephemeral"
-    print(f"\n{args.scale} dataset: {summary}; Dagster instance: {instance}")
+    print(f"\n{args.scale} dataset: {summary}; Dagster instance: {instance}; warehouse: {backend}")
     print(
         f"latency {args.latency_ms:g} ms, {args.in_flight} in flight; "
         f"latency bound of the full sync: {bound:.1f} s\n"
     )
-    print("| run | wall s | API requests | CPU s | peak RSS MB |")
-    print("|---|---|---|---|---|")
-    for name, r in (
-        ("full sync (empty warehouse)", full),
-        ("incremental (clock +1 day)", incremental),
-    ):
+    print("| warehouse | run | wall s | API requests | CPU s | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    runs = {"full sync (empty warehouse)": full, "incremental (clock +1 day)": incremental}
+    for name, r in runs.items():
         print(
-            f"| {name} | {r['wall_s']:.1f} | {r['server_requests']:.0f} | {r['cpu_s']:.1f} "
-            f"| {r['peak_rss_mb']:.0f} |"
+            f"| {backend} | {name} | {r['wall_s']:.1f} | {r['server_requests']:.0f} "
+            f"| {r['cpu_s']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     share = incremental["server_requests"] / full["server_requests"]
     print(f"\nincremental requests: {share:.1%} of the full sync")
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="medium")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--lookback-days", type=int, default=2)
+    parser.add_argument(
+        "--warehouse",
+        choices=("duckdb", "postgresql", "both"),
+        default="duckdb",
+        help="the back end to load into; both: DuckDB then PostgreSQL, and their ratio",
+    )
+    parser.add_argument(
+        "--dagster-home",
+        action="store_true",
+        help="record the runs in a (fresh) sqlite Dagster instance, as with DAGSTER_HOME set; "
+        "default: an ephemeral in-memory instance, as a plain `robofy-etl sync` without it",
+    )
+    args = parser.parse_args()
+    backends = ("duckdb", "postgresql") if args.warehouse == "both" else (args.warehouse,)
+    results = {backend: bench(args, backend) for backend in backends}
+    if len(results) == 2:
+        print("\nPostgreSQL / DuckDB, wall time:")
+        for name, pg in results["postgresql"].items():
+            print(f"  {name}: {pg['wall_s'] / results['duckdb'][name]['wall_s']:.2f}x")
 
 
 if __name__ == "__main__":
