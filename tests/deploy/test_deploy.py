@@ -163,6 +163,49 @@ def test_dagster_url_names_psycopg2_and_the_postgres_service_login() -> None:
     assert _yaml("dagster.yaml")["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
 
 
+def _env_example() -> dict[str, str]:
+    """deploy/.env.example: variable -> value, and ``#   NAME=value`` examples in comments."""
+    out = {}
+    for line in (DEPLOY / ".env.example").read_text().splitlines():
+        match = re.match(r"^#?\s*([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if match:
+            out.setdefault(match.group(1), match.group(2))
+            if not line.startswith("#"):
+                out[match.group(1)] = match.group(2)
+    return out
+
+
+def test_every_variable_the_compose_file_reads_is_in_the_env_example() -> None:
+    used = set(re.findall(r"\$\{(\w+)", (DEPLOY / "docker-compose.yml").read_text()))
+    assert used - set(_env_example()) == set()
+
+
+def test_the_postgresql_warehouse_example_names_the_database_initdb_creates() -> None:
+    """The code service passes ROBOFY_WAREHOUSE_URL on (empty: DuckDB on the volume); the
+    example in .env.example is a psycopg 3 URL to the database deploy/initdb creates."""
+    code = _compose()["services"]["code"]["environment"]
+    assert _interpolate(code["ROBOFY_WAREHOUSE_URL"]) == ""
+    example = next(
+        line.split("=", 1)[1]
+        for line in (DEPLOY / ".env.example").read_text().splitlines()
+        if line.startswith("#") and "ROBOFY_WAREHOUSE_URL=postgresql" in line
+    )
+    created = re.findall(
+        r"create database (\w+)",
+        (DEPLOY / "initdb").joinpath("10-robofy-warehouse.sql").read_text(),
+        re.IGNORECASE,
+    )
+    postgres = _compose()["services"]["postgres"]["environment"]
+    assert example == (
+        f"postgresql+psycopg://{postgres['POSTGRES_USER']}:<POSTGRES_PASSWORD>"
+        f"@postgres:5432/{created[0]}"
+    )
+    from robofy_etl.warehouse.url import parse_warehouse_url
+
+    parsed = parse_warehouse_url(example.replace("<POSTGRES_PASSWORD>", "secret"))
+    assert parsed.backend == "postgresql"
+
+
 def test_the_workspace_points_at_the_code_servers_port_and_module() -> None:
     (location,) = _yaml("workspace.yaml")["load_from"]
     server = location["grpc_server"]
