@@ -524,7 +524,9 @@ class Warehouse:
         Takes the write lock, writes the copy to ``<target>.tmp-<pid>`` in one transaction
         (a consistent snapshot), fsyncs it, and renames it onto ``target``, all while holding
         the lock. A reader that has the previous copy open keeps its consistent view; the next
-        open sees the new one. Temp copies that a killed publish left behind are removed first.
+        open sees the new one. The previous copy stays beside it as ``<target>.spare`` (a hard
+        link), which the next publish brings up to date in place when no reader holds it.
+        Temp copies that a killed publish left behind are removed first.
 
         Args:
             target: where to publish (default: ``published_path``).
@@ -554,6 +556,7 @@ class Warehouse:
                 how, copied = publish.write_copy(conn, dest, tmp, self.publish_storage_version)
                 # A stale WAL beside the target would be replayed into the new copy on open.
                 Path(f"{dest}.wal").unlink(missing_ok=True)
+                _keep_spare(dest)
                 os.replace(tmp, dest)
                 publish.fsync_dir(dest.parent)
                 publish.forget_published(conn)
@@ -570,6 +573,17 @@ class Warehouse:
             time.monotonic() - started,
         )
         return dest
+
+
+def _keep_spare(dest: Path) -> None:
+    """Keep the copy about to be replaced as the spare the next publish updates in place."""
+    spare = publish.spare_path(dest)
+    publish.remove_copy(spare)
+    if dest.exists():
+        try:
+            os.link(dest, spare)
+        except OSError as exc:  # a filesystem without hard links: the next update copies
+            logger.info("publishing: no spare copy kept (%s)", exc)
 
 
 def _damage(conn: duckdb.DuckDBPyConnection, path: Path) -> str | None:

@@ -5,6 +5,14 @@ archive), in a DuckDB storage format older readers open. ``Warehouse.publish`` t
 lock and renames the result into place; this module writes the copy: in full, or, when the
 previous copy is the one this warehouse last published, by rewriting only the keys the model
 builds since replaced (``changelog.*``, see ``incremental.py``).
+
+Updating starts from the *spare* when it can: the copy published before the current one, kept
+as a hard link ``<dest>.spare`` when the current one replaced it. Rewriting the spare's changed
+keys in place writes only those rows, where copying the current file writes the whole file (at
+a year of history, 0.6-1 s for 632 MB, and growing with it). A reader that still has the spare
+open holds DuckDB's file lock, so the spare cannot be opened for writing and the update falls
+back to a copy of the current file: a reader never sees its file change under it. The change
+log keeps the keys of the last two publishes for this (a few thousand rows an hour).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ __all__ = [
     "fsync_dir",
     "remove_copy",
     "remove_stale_copies",
+    "spare_path",
     "write_copy",
 ]
 
@@ -53,6 +62,13 @@ _PUBLISH_ALIAS = "robofy_publish"
 # In the published copy: the last model build it holds, and its storage version.
 _STAMP = "meta._published_build"
 _CHANGELOG = "changelog"  # incremental.CHANGELOG (the marts' change log; never published)
+# How many publishes' changes the change log keeps: the current copy's and the spare's.
+_KEEP_PUBLISHES = 2
+
+
+def spare_path(dest: Path) -> Path:
+    """The previous published copy, kept to be updated in place: ``<dest>.spare``."""
+    return dest.with_name(f"{dest.name}.spare")
 
 
 def write_copy(
@@ -60,16 +76,25 @@ def write_copy(
 ) -> tuple[str, int]:
     """Write the copy to publish onto ``dest`` into ``tmp``, complete and fsynced.
 
-    Updates a copy of ``dest`` when it can (see ``_update_copy``), else writes every table.
-    Call it holding the warehouse's write lock, with ``tmp`` absent.
+    Updates the spare in place or a copy of ``dest`` when it can (see ``_update_copy``), else
+    writes every table. Call it holding the warehouse's write lock, with ``tmp`` absent.
 
     Returns:
-        How (``updated`` or ``written``) and how many tables were written.
+        How (``updated in place``, ``updated`` or ``written``) and how many tables were
+        written.
     """
     latest = _latest_build(conn)
-    copied = _update_copy(conn, dest, tmp, latest, version) if dest.exists() else None
-    how = "updated" if copied is not None else "written"
+    spare = spare_path(dest)
+    copied: int | None = None
+    how = "written"
+    if dest.exists() and spare.exists():
+        copied = _update_copy(conn, spare, tmp, latest, version, move=True)
+        how = "updated in place"
+    if copied is None and dest.exists():
+        copied = _update_copy(conn, dest, tmp, latest, version, move=False)
+        how = "updated"
     if copied is None:
+        how = "written"
         copied = _write_copy(conn, tmp, latest, version)
     with tmp.open("rb+") as handle:
         os.fsync(handle.fileno())
@@ -82,30 +107,41 @@ def forget_published(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def _update_copy(
-    conn: duckdb.DuckDBPyConnection, dest: Path, tmp: Path, latest: int | None, version: str
+    conn: duckdb.DuckDBPyConnection,
+    source: Path,
+    tmp: Path,
+    latest: int | None,
+    version: str,
+    *,
+    move: bool,
 ) -> int | None:
-    """Bring a copy of the published file up to date with the builds since it was written.
+    """Bring a published copy up to date with the builds since it was written, as ``tmp``.
 
-    The copy's stamp names the last build it holds; the marts' change log has the keys every
-    later incremental build replaced, so only those keys' rows are rewritten (and the small
-    ``meta`` tables in full). Returns None, leaving a full copy to the caller, when that is
-    not possible: no stamp or another storage version, a mart rebuilt in full since, marts
-    added or dropped, or a copy that is not the one this warehouse last published.
+    ``source`` (the current copy, or the spare) is copied to ``tmp``, or with ``move`` renamed
+    to it and updated in place. The copy's stamp names the last build it holds; the marts'
+    change log has the keys every later incremental build replaced, so only those keys' rows
+    are rewritten (and the small ``meta`` tables in full). Returns None, leaving ``tmp``
+    absent, when that is not possible: no stamp or another storage version, a mart rebuilt in
+    full since, marts added or dropped, a copy that is not one this warehouse published
+    recently, or (the spare) a file a reader still has open.
     """
     if latest is None:
         return None
     alias = _PUBLISH_ALIAS
     try:
-        shutil.copyfile(dest, tmp)
+        if move:
+            os.replace(source, tmp)
+        else:
+            shutil.copyfile(source, tmp)
         conn.execute(f"ATTACH {_literal(str(tmp))} AS {alias}")
     except (OSError, duckdb.Error) as exc:
-        logger.info("publishing: cannot update %s (%s); writing it in full", dest, exc)
+        logger.info("publishing: cannot update %s (%s)", source, str(exc).splitlines()[0])
         remove_copy(tmp)
         return None
     try:
         done = _apply_changes(conn, latest, version)
     except duckdb.Error as exc:
-        logger.warning("publishing: updating %s failed (%s); writing it in full", dest, exc)
+        logger.warning("publishing: updating %s failed (%s)", source, exc)
         done = None
     finally:
         with _suppressed(f"detaching {tmp}"):
@@ -125,12 +161,14 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, latest: int, version: str) -
     if not stamp:
         return None
     rows = conn.execute(f"select build_id, storage from {alias}.{_STAMP}").fetchall()
-    published = conn.execute(f"select max(build_id) from {_CHANGELOG}.published").fetchall()
     if len(rows) != 1 or rows[0][1] != version:
         return None
     since = int(rows[0][0])
-    if published[0][0] is None or int(published[0][0]) != since:
-        return None  # not the copy this warehouse last published: its changes are gone
+    (known,) = conn.execute(
+        f"select count(*) from {_CHANGELOG}.published where build_id = ?", [since]
+    ).fetchall()[0]
+    if not known:
+        return None  # not a copy this warehouse published recently: its changes are gone
     (fulls,) = conn.execute(
         f"select count(*) from {_CHANGELOG}.builds where build_id > ? and mode <> 'incremental'",
         [since],
@@ -258,18 +296,24 @@ def _latest_build(conn: duckdb.DuckDBPyConnection) -> int | None:
 
 
 def _forget_published_changes(conn: duckdb.DuckDBPyConnection, latest: int | None) -> None:
-    """After a publish of build ``latest``: its changes are in the copy, drop them from the log."""
+    """After a publish of build ``latest``: the changes both the copy and the spare hold are
+    dropped from the log (the spare, one publish behind, still needs the newer ones)."""
     if latest is None:
         return
     conn.execute(f"create table if not exists {_CHANGELOG}.published (build_id BIGINT)")
-    conn.execute(f"delete from {_CHANGELOG}.published")
+    conn.execute(f"delete from {_CHANGELOG}.published where build_id = ?", [latest])
     conn.execute(f"insert into {_CHANGELOG}.published values (?)", [latest])
+    conn.execute(
+        f"delete from {_CHANGELOG}.published where build_id not in (select build_id from"
+        f" {_CHANGELOG}.published order by build_id desc limit {_KEEP_PUBLISHES})"
+    )
+    (oldest,) = conn.execute(f"select min(build_id) from {_CHANGELOG}.published").fetchall()[0]
     for (name,) in conn.execute(
         "select table_name from duckdb_tables() where database_name = current_database()"
         " and schema_name = ? and table_name not in ('builds', 'published')",
         [_CHANGELOG],
     ).fetchall():
-        conn.execute(f"delete from {_CHANGELOG}.{_ident(name)} where _build_id <= ?", [latest])
+        conn.execute(f"delete from {_CHANGELOG}.{_ident(name)} where _build_id <= ?", [oldest])
 
 
 def _published_relations(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | None]]:

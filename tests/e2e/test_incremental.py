@@ -101,6 +101,9 @@ def test_incremental_marts_equal_a_full_rebuild_after_a_sequence_of_syncs(
     last += timedelta(days=1)
     assert pipeline.sync(last - timedelta(days=2), last).exit_code == EXIT_OK
     _assert_equals_full_rebuild(pipeline, tmp_path, "deleted-chatbot")
+    # From the third publish on, the copy replaced last time (the spare) is updated in place.
+    published = [r.getMessage() for r in caplog.records if r.getMessage().startswith("published")]
+    assert "(updated in place:" in published[-1]
 
     # A session disappears from the API (not listed, its transcript answers 404).
     victim = next(s for s in sim.dataset.sessions if s.created_on.date() >= FIRST_DAY)

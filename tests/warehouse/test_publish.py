@@ -9,7 +9,13 @@ written in the storage format of ``ROBOFY_PUBLISH_STORAGE_VERSION`` (default v1.
 
 from __future__ import annotations
 
+import logging
 import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ import pytest
 
 from robofy_etl.warehouse import Slice, Warehouse, WarehouseError
 from robofy_etl.warehouse import publish as backend
+from robofy_etl.warehouse.models import build
 
 from .conftest import message_row, session_row
 
@@ -185,3 +192,123 @@ def test_a_failed_publish_keeps_the_previous_copy_and_leaves_nothing_behind(
     assert built.publish() == published  # the copy's database was detached: publish works again
     with built.transaction(run_id="r2") as tx:  # and so does the warehouse
         tx.set_state("s", "x", {"n": 2})
+
+
+def _mart_rows(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any, ...]]]:
+    names = conn.execute(
+        "select table_name from duckdb_tables() where database_name = current_database()"
+        " and schema_name = 'marts' order by 1"
+    ).fetchall()
+    return {n: conn.execute(f'select * from marts."{n}" order by all').fetchall() for (n,) in names}
+
+
+def _published(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return _mart_rows(conn)
+
+
+def _built(wh: Warehouse) -> dict[str, list[tuple[Any, ...]]]:
+    with wh.connect() as conn:
+        return _mart_rows(conn)
+
+
+def _load_and_build(wh: Warehouse, run: str, day: str, sessions: range, text: str) -> None:
+    """Replace ``day``'s sessions and messages (text ``text``) and build the models."""
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    window = Slice(day_from=day, day_to=next_day)
+    with wh.transaction(run_id=run) as tx:
+        tx.replace(
+            "robofy__inbox_sessions",
+            [session_row("bot", f"{day}-s{i}", day) for i in sessions],
+            window,
+        )
+        messages = [
+            message_row("bot", f"{day}-s{i}", n, day, text=f"{text} {n}")
+            for i in sessions
+            for n in range(3)
+        ]
+        tx.replace("robofy__chat_messages", messages, window)
+        build(tx.conn)
+
+
+def _publish(wh: Warehouse, caplog: pytest.LogCaptureFixture) -> str:
+    """Publish; returns how (written, updated, updated in place), from the log line."""
+    caplog.clear()
+    wh.publish()
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("published")]
+    return line.split("(", 1)[1].split(":", 1)[0]
+
+
+@pytest.fixture
+def reader() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """A process that opens a DuckDB file read-only, prints its message count, waits for a line
+    on stdin, prints the count again and exits."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(path: Path) -> subprocess.Popen[str]:
+        script = textwrap.dedent(
+            f"""
+            import sys, duckdb
+            conn = duckdb.connect({str(path)!r}, read_only=True)
+            count = "select count(*), max(text) from marts.messages"
+            print(conn.execute(count).fetchall(), flush=True)
+            sys.stdin.readline()
+            print(conn.execute(count).fetchall(), flush=True)
+            """
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def test_the_spare_copy_is_updated_in_place_unless_a_reader_holds_it(
+    wh: Warehouse,
+    caplog: pytest.LogCaptureFixture,
+    reader: Callable[[Path], subprocess.Popen[str]],
+) -> None:
+    """Each publish keeps the copy it replaces as ``<copy>.spare``; the next one rewrites the
+    spare's changed keys in place instead of copying the whole file, except while a reader
+    still has the spare open: then it copies, and the reader's view does not change."""
+    caplog.set_level(logging.INFO, logger="robofy_etl.warehouse")
+    dest, spare = wh.published_path, backend.spare_path(wh.published_path)
+
+    _load_and_build(wh, "r1", "2026-10-01", range(40), "first")
+    assert _publish(wh, caplog) == "written"
+    assert not spare.exists()
+    _load_and_build(wh, "r2", "2026-10-02", range(30), "first")
+    assert _publish(wh, caplog) == "updated"  # a copy of the current file: no spare yet
+    assert spare.exists()
+    assert spare.stat().st_ino != dest.stat().st_ino
+    assert _published(dest) == _built(wh)
+
+    held = reader(dest)  # opens the copy that the next publish turns into the spare
+    assert held.stdout is not None
+    seen = held.stdout.readline()
+    _load_and_build(wh, "r3", "2026-10-01", range(0, 40, 3), "second")  # some keys change
+    old_spare = spare.stat().st_ino
+    assert _publish(wh, caplog) == "updated in place"
+    assert dest.stat().st_ino == old_spare  # the spare became the published copy
+    assert _published(dest) == _built(wh)
+
+    _load_and_build(wh, "r4", "2026-10-02", range(0, 30, 2), "third")
+    assert _publish(wh, caplog) == "updated"  # the spare is the reader's file: copied instead
+    assert _published(dest) == _built(wh)
+    assert held.stdin is not None
+    held.stdin.write("\n")
+    held.stdin.flush()
+    assert held.stdout.readline() == seen  # the reader's file did not change under it
+    held.wait(timeout=30)
+
+    _load_and_build(wh, "r5", "2026-10-03", range(10), "fourth")
+    assert _publish(wh, caplog) == "updated in place"
+    assert _published(dest) == _built(wh)
