@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from robofy_etl.defs.checks import all_checks
-from robofy_etl.defs.ingest import raw_assets
+from robofy_etl.defs.ingest import POOL, raw_assets
 from robofy_etl.defs.models import model_assets
 from robofy_etl.defs.partitions import daily_partitions
 from robofy_etl.defs.resources import RobofyResource, WarehouseResource
@@ -41,9 +41,11 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
     # The checks are DuckDB SQL: on PostgreSQL they are left out (the CLI says they did not
     # run); the SQL models are built there in full (warehouse/pg/models.py).
     on_duckdb = settings.warehouse.backend == "duckdb"
+    # DuckDB's one writer: its steps share a pool (one run at a time); PostgreSQL runs overlap.
+    pool = POOL if on_duckdb else None
     return dg.Definitions(
-        assets=[*raw_assets(partitions), model_assets(models)],
-        asset_checks=all_checks(models) if on_duckdb else [],
+        assets=[*raw_assets(partitions, pool), model_assets(models, pool)],
+        asset_checks=all_checks(models, pool) if on_duckdb else [],
         jobs=[sync_job()],
         schedules=schedules(settings.lookback_days),
         resources={

@@ -159,10 +159,10 @@ def _mart_checks(models: Sequence[Model]) -> list[_Check]:
     return checks
 
 
-def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
+def _multi_check(name: str, checks: list[_Check], pool: str | None) -> dg.AssetChecksDefinition:
     by_key = {c.spec.key: c for c in checks}
 
-    @dg.multi_asset_check(name=name, specs=[c.spec for c in checks], can_subset=True, pool=POOL)
+    @dg.multi_asset_check(name=name, specs=[c.spec for c in checks], can_subset=True, pool=pool)
     def _run(
         context: AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
@@ -193,8 +193,8 @@ def _multi_check(name: str, checks: list[_Check]) -> dg.AssetChecksDefinition:
     return _run
 
 
-def all_checks(models: Sequence[Model]) -> list[dg.AssetChecksDefinition]:
+def all_checks(models: Sequence[Model], pool: str | None = POOL) -> list[dg.AssetChecksDefinition]:
     return [
-        _multi_check("raw_checks", _raw_checks()),
-        _multi_check("mart_checks", _mart_checks(models)),
+        _multi_check("raw_checks", _raw_checks(), pool),
+        _multi_check("mart_checks", _mart_checks(models), pool),
     ]

@@ -29,7 +29,9 @@ from robofy_etl.sync.together import run_together
 log = logging.getLogger(__name__)
 
 GROUP = "raw"
-POOL = "robofy_warehouse"  # one writer of the DuckDB file at a time (dagster.yaml: pools)
+# One writer of the DuckDB file at a time (dagster.yaml: pools). PostgreSQL needs no pool: its
+# writers of one slice take turns through advisory locks, so its runs may overlap.
+POOL = "robofy_warehouse"
 KINDS = {"duckdb", "python"}
 # Run tag: fetch every transcript of the run's days again, changed or not (`sync --refetch`).
 REFETCH_TAG = "robofy/refetch"
@@ -99,14 +101,14 @@ def _spec(stream: Stream) -> dg.AssetSpec:
     )
 
 
-def _snapshot_asset(stream: Stream) -> dg.AssetsDefinition:
+def _snapshot_asset(stream: Stream, pool: str | None) -> dg.AssetsDefinition:
     """One step: a full snapshot of ``stream``."""
     sync = sync_function(stream)
 
     @dg.multi_asset(
         name=f"raw__{stream.name}",
         specs=[_spec(stream)],
-        pool=POOL,
+        pool=pool,
         check_specs=[complete_check(stream.name)],
     )
     def _asset(
@@ -121,7 +123,9 @@ def _snapshot_asset(stream: Stream) -> dg.AssetsDefinition:
 
 
 def _windowed_asset(
-    groups: Sequence[tuple[Stream, ...]], partitions_def: dg.PartitionsDefinition
+    groups: Sequence[tuple[Stream, ...]],
+    partitions_def: dg.PartitionsDefinition,
+    pool: str | None,
 ) -> dg.AssetsDefinition:
     """One step syncing every windowed stream for the run's days, all at once.
 
@@ -139,7 +143,7 @@ def _windowed_asset(
         specs=[_spec(s) for s in streams],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=POOL,
+        pool=pool,
         check_specs=[complete_check(s.name) for s in streams],
         can_subset=True,
     )
@@ -188,11 +192,13 @@ def _options(sync: Callable[..., SyncReport], context: AssetExecutionContext) ->
     return {}
 
 
-def raw_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def raw_assets(
+    partitions_def: dg.PartitionsDefinition, pool: str | None = POOL
+) -> list[dg.AssetsDefinition]:
     """Every raw asset of the registry: a step per snapshot, in dependency order (projects,
-    then chatbots), and one step for all the windowed streams."""
+    then chatbots), and one step for all the windowed streams, all in ``pool`` (None: none)."""
     groups = sync_groups()
-    snapshots = [_snapshot_asset(s) for group in groups for s in group if not s.windowed]
+    snapshots = [_snapshot_asset(s, pool) for group in groups for s in group if not s.windowed]
     # In registry order: the conversations (the longest sync) first, on the step's own thread.
     windowed = [group for group in groups if group[0].windowed]
-    return [*snapshots, _windowed_asset(windowed, partitions_def)]
+    return [*snapshots, _windowed_asset(windowed, partitions_def, pool)]

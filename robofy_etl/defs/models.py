@@ -47,7 +47,7 @@ def _dep_key(relation: str) -> dg.AssetKey:
     return dg.AssetKey(relation.split("."))
 
 
-def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
+def model_assets(models: Sequence[Model], pool: str | None = POOL) -> dg.AssetsDefinition:
     """Every staging and mart model as one subsettable multi-asset with per-model lineage.
 
     Building them in one step means one DuckDB transaction: readers of the warehouse never see
@@ -76,7 +76,7 @@ def model_assets(models: Sequence[Model]) -> dg.AssetsDefinition:
     ]
     by_key = {model_key(m): m for m in models}
 
-    @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=POOL)
+    @dg.multi_asset(name="sql_models", specs=specs, can_subset=True, pool=pool)
     def _build(
         context: AssetExecutionContext, config: ModelsConfig, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[Any]]:

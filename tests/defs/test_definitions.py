@@ -267,3 +267,21 @@ def test_a_password_in_the_warehouse_url_is_not_stored_with_the_run(
     assert isinstance(warehouse, WarehouseResource)
     ready = warehouse.process_config_and_initialize()  # as a run does: the variable is read
     assert ready._settings().warehouse_url == url
+
+
+@pytest.mark.parametrize(
+    ("environ", "pool"),
+    [
+        ({}, "robofy_warehouse"),
+        ({"ROBOFY_WAREHOUSE_URL": "postgresql+psycopg://u:secret@127.0.0.1:5432/db"}, None),
+    ],
+)
+def test_only_duckdb_runs_share_a_pool(environ: dict[str, str], pool: str | None) -> None:
+    """DuckDB has one writer: every step that opens the file is in the pool dagster.yaml limits
+    to one run at a time. PostgreSQL serialises writers of one slice itself (advisory locks), so
+    its runs may overlap: no step is in a pool."""
+    defs = build_definitions(Settings.from_env(environ))
+    ops = [a.op for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    ops += [c.op for c in defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
+    assert len(ops) >= 4
+    assert {op.pool for op in ops} == {pool}
