@@ -38,12 +38,9 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
         if settings.warehouse_url and api_key is None
         else settings.warehouse_url,
     )
-    # The checks are DuckDB SQL: on PostgreSQL they are left out (the CLI says they did not
-    # run); the SQL models are built there in full (warehouse/pg/models.py).
-    on_duckdb = settings.warehouse.backend == "duckdb"
     return dg.Definitions(
         assets=[*raw_assets(partitions), model_assets(models)],
-        asset_checks=all_checks(models) if on_duckdb else [],
+        asset_checks=all_checks(models),
         jobs=[sync_job()],
         schedules=schedules(settings.lookback_days),
         resources={
