@@ -279,3 +279,12 @@ def test_model_grain_reads_the_counts_its_last_build_recorded(db: Db) -> None:
         "duplicate_keys": 0,
         "null_keys": 0,
     }
+
+
+def test_readers_bind_named_parameters_and_leave_casts_alone(db: Db) -> None:
+    """``:name`` is bound on both back ends, ``x::type`` stays a cast, and a parameter the query
+    does not use is ignored (DuckDB alone would refuse it)."""
+    rows = db.reader.rows(
+        "select cast(:n as integer) + 1, '7'::integer, :s", {"n": 2, "s": "a:b", "unused": 0}
+    )
+    assert rows == [(3, 7, "a:b")]
