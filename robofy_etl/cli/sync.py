@@ -91,10 +91,7 @@ class SyncOutcome:
     problems: list[str] = field(default_factory=list)
     quarantined: int = 0
     interrupted: bool = False
-    # PostgreSQL: the data-quality checks (raw_checks, mart_checks) are DuckDB SQL and are left
-    # out of the run (the raw assets' own load checks run). models_unsupported: a step failed
-    # with WarehouseUnsupportedError (DuckDB-only SQL asked of PostgreSQL).
-    quality_checks_run: bool = True
+    # A step failed with WarehouseUnsupportedError (DuckDB-only SQL asked of PostgreSQL).
     models_unsupported: bool = False
 
     @property
@@ -173,7 +170,6 @@ def run_sync(
             success=result.success,
             seconds=time.monotonic() - started,
             run_id=result.run_id,
-            quality_checks_run=settings.warehouse.backend == "duckdb",
         )
         seen: set[tuple[str, ...]] = set()
         for event in result.get_asset_materialization_events():
@@ -348,12 +344,6 @@ def _print_loads(outcome: SyncOutcome, out: TextIO) -> None:
         + (f"; failed: {', '.join(failed)} (see the Dagster UI for details)" if failed else "."),
         file=out,
     )
-    if not outcome.quality_checks_run:
-        print(
-            "Data-quality checks (unique keys, references, marts): NOT RUN: they are DuckDB "
-            "SQL and do not run on PostgreSQL yet.",
-            file=out,
-        )
 
 
 def _print_problems(outcome: SyncOutcome, out: TextIO) -> None:

@@ -38,14 +38,11 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
         if settings.warehouse_url and api_key is None
         else settings.warehouse_url,
     )
-    # The checks are DuckDB SQL: on PostgreSQL they are left out (the CLI says they did not
-    # run); the SQL models are built there in full (warehouse/pg/models.py).
-    on_duckdb = settings.warehouse.backend == "duckdb"
     # DuckDB's one writer: its steps share a pool (one run at a time); PostgreSQL runs overlap.
-    pool = POOL if on_duckdb else None
+    pool = POOL if settings.warehouse.backend == "duckdb" else None
     return dg.Definitions(
         assets=[*raw_assets(partitions, pool), model_assets(models, pool)],
-        asset_checks=all_checks(models, pool) if on_duckdb else [],
+        asset_checks=all_checks(models, pool),
         jobs=[sync_job()],
         schedules=schedules(settings.lookback_days),
         resources={

@@ -1,8 +1,10 @@
 """Asset checks: unique keys, referential integrity, freshness, mart grain, reconciliation.
 
-The queries live in ``robofy_etl.warehouse.quality``; here each check is only a spec. The raw
-checks run as one step and the mart checks as another (each step costs Dagster start-up time),
-over one read connection each, and both can be subset to the checks a run selected.
+The queries live in ``robofy_etl.warehouse.quality``, written once for DuckDB and PostgreSQL;
+here each check is only a spec. The raw checks run as one step and the mart checks as another
+(each step costs Dagster start-up time), over one read connection each (``get_reader``: a
+DuckDB connection, or a read-only PostgreSQL one), and both can be subset to the checks a run
+selected.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at runtime.
@@ -13,7 +15,6 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 import dagster as dg
-import duckdb
 from dagster import AssetCheckExecutionContext
 
 from robofy_etl.defs.ingest import POOL, raw_key
@@ -23,15 +24,17 @@ from robofy_etl.defs.schedules import RANGE_END, RANGE_START
 from robofy_etl.sync.registry import FRESHNESS, REFERENCES, STREAMS
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
+from robofy_etl.warehouse.reader import Reader
 
 log = logging.getLogger(__name__)
 
 # The key under which a check's mapping carries the run's id, beside the run's tags.
 RUN_ID = "robofy/run_id"
 
-# A check's query, given a read connection and the run's tags (the days the run asked for) and
-# id: raw checks look at what the run wrote, so their cost follows the change, not the history.
-Evaluate = Callable[[duckdb.DuckDBPyConnection, Mapping[str, str]], quality.CheckOutcome]
+# A check's query, given a read connection (either back end) and the run's tags (the days the
+# run asked for) and id: raw checks look at what the run wrote, so their cost follows the
+# change, not the history.
+Evaluate = Callable[[Reader, Mapping[str, str]], quality.CheckOutcome]
 
 
 class _Check:
@@ -43,21 +46,17 @@ class _Check:
         self.warn = warn
 
 
-def _raw_unique(
-    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, table: str
-) -> quality.CheckOutcome:
+def _raw_unique(conn: Reader, tags: Mapping[str, str], *, table: str) -> quality.CheckOutcome:
     return quality.raw_unique_key(conn, table, tags.get(RUN_ID))
 
 
 def _orphans(
-    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, ref: quality.Reference
+    conn: Reader, tags: Mapping[str, str], *, ref: quality.Reference
 ) -> quality.CheckOutcome:
     return quality.orphans(conn, ref, tags.get(RUN_ID))
 
 
-def _fresh(
-    conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str], *, table: str
-) -> quality.CheckOutcome:
+def _fresh(conn: Reader, tags: Mapping[str, str], *, table: str) -> quality.CheckOutcome:
     """Fresh means: the last day this run asked for (yesterday, for a run without a range) was
     loaded recently. So a sync of a past window is judged on that window, not on today."""
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -69,13 +68,11 @@ def _fresh(
     return quality.latest_load(conn, table, FRESHNESS, now, min(wanted, now.date()))
 
 
-def _grain(
-    conn: duckdb.DuckDBPyConnection, _tags: Mapping[str, str], *, model: Model
-) -> quality.CheckOutcome:
+def _grain(conn: Reader, _tags: Mapping[str, str], *, model: Model) -> quality.CheckOutcome:
     return quality.model_grain(conn, model.name, model.key_columns)
 
 
-def _reconcile(conn: duckdb.DuckDBPyConnection, tags: Mapping[str, str]) -> quality.CheckOutcome:
+def _reconcile(conn: Reader, tags: Mapping[str, str]) -> quality.CheckOutcome:
     """Compares the days the run asked for (all days, for a run without a range)."""
     try:
         days = (date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END]))
@@ -168,7 +165,7 @@ def _multi_check(name: str, checks: list[_Check], pool: str | None) -> dg.AssetC
     ) -> Iterator[dg.AssetCheckResult]:
         started = time.monotonic()
         selected = [by_key[key] for key in context.selected_asset_check_keys]
-        with warehouse.get_duckdb("check").connect() as conn:
+        with warehouse.get_reader() as conn:
             tags = {**context.run.tags, RUN_ID: context.run.run_id}
             outcomes = [(check, check.evaluate(conn, tags)) for check in selected]
         failed = [check.spec.name for check, outcome in outcomes if not outcome.passed]

@@ -18,6 +18,7 @@ from robofy_etl.api import ClientConfig, RobofyClient
 from robofy_etl.settings import Settings
 from robofy_etl.warehouse import Warehouse, WarehouseLike
 from robofy_etl.warehouse.errors import models_unsupported
+from robofy_etl.warehouse.reader import AlchemyReader, DuckDBReader, Reader
 from robofy_etl.warehouse.url import URL_ENV
 
 _SETTINGS_DOC = (
@@ -75,8 +76,29 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         wh.initialize()
         return wh
 
+    @contextmanager
+    def get_reader(self) -> Iterator[Reader]:
+        """A read connection to the warehouse, either back end, for the data-quality checks.
+
+        DuckDB: a connection to the file (it waits for the lock, as a load does). PostgreSQL:
+        a pooled connection whose transactions are read-only.
+        """
+        wh = self.get_warehouse()
+        if isinstance(wh, Warehouse):
+            with wh.connect() as conn:
+                yield DuckDBReader(conn)
+            return
+        from robofy_etl.warehouse.pg.warehouse import PgWarehouse  # the postgres extra
+
+        assert isinstance(wh, PgWarehouse)
+        try:
+            with wh.connect(read_only=True) as pg_conn:
+                yield AlchemyReader(pg_conn)
+        finally:
+            wh.dispose()
+
     def get_duckdb(self, doing: str = "build") -> Warehouse:
-        """The DuckDB warehouse, for what runs on DuckDB only (the SQL models, the checks).
+        """The DuckDB warehouse, for what runs on DuckDB only (incremental SQL model builds).
 
         Raises:
             WarehouseUnsupportedError: if the warehouse is PostgreSQL.

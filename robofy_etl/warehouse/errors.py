@@ -37,18 +37,16 @@ class WarehouseError(Exception):
 
 
 class WarehouseUnsupportedError(WarehouseError):
-    """The warehouse's back end cannot do what was asked yet: the data-quality checks are
-    DuckDB SQL, so they do not run on PostgreSQL (issue 11); the SQL models do."""
+    """The warehouse's back end cannot do what was asked: DuckDB-only work (the incremental
+    SQL model builds) asked of PostgreSQL. The data-quality checks run on both (issue 11)."""
 
 
-def models_unsupported(where: str, doing: str = "check") -> WarehouseUnsupportedError:
-    """The error for running DuckDB-only SQL (the data-quality checks) on the PostgreSQL
-    warehouse ``where`` (redacted)."""
+def models_unsupported(where: str, doing: str = "build") -> WarehouseUnsupportedError:
+    """The error for DuckDB-only work asked of the PostgreSQL warehouse ``where`` (redacted)."""
     return WarehouseUnsupportedError(
-        f"The data-quality checks are DuckDB SQL and do not run on PostgreSQL yet, so this "
-        f"cannot {doing} the tables of {where} (the sync loads them and builds the SQL models "
-        "there). To run the checks, sync into a DuckDB warehouse (unset ROBOFY_WAREHOUSE_URL, "
-        "or give duckdb:///path/to/file.duckdb)."
+        f"This is DuckDB-only: it cannot {doing} the tables of the PostgreSQL warehouse "
+        f"{where}. To {doing} them this way, use a DuckDB warehouse (unset "
+        "ROBOFY_WAREHOUSE_URL, or give duckdb:///path/to/file.duckdb)."
     )
 
 

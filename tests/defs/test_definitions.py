@@ -90,6 +90,15 @@ def test_checks_cover_keys_references_freshness_and_grain(defs: dg.Definitions) 
     assert "chatbot_daily_activity__reconciles_with_stats" in names
 
 
+def test_a_postgresql_warehouse_gets_the_same_checks(defs: dg.Definitions) -> None:
+    """The checks' queries run on either back end: PostgreSQL's definitions leave none out."""
+    url = "postgresql+psycopg://robofy:pw@127.0.0.1:5432/robofy"
+    on_pg = build_definitions(Settings.from_env({"ROBOFY_WAREHOUSE_URL": url}))
+    graph, pg_graph = defs.resolve_asset_graph(), on_pg.resolve_asset_graph()
+    assert pg_graph.asset_check_keys == graph.asset_check_keys
+    assert len(pg_graph.asset_check_keys) > 20
+
+
 @pytest.mark.parametrize(
     ("schedule", "at", "first", "last"),
     [

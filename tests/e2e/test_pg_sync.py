@@ -4,26 +4,31 @@ Each test runs the real pipeline (``run_sync``, or the ``robofy-etl sync`` comma
 against the simulator over loopback HTTP into a fresh database of the throwaway cluster
 (``pg_url``), and compares the raw tables, lineage aside, with the same sync into a DuckDB file.
 The SQL models are built on PostgreSQL too (full builds, warehouse/pg/models.py) and every mart
-has DuckDB's rows; the data-quality checks are DuckDB SQL and are not run there (the summary
-says so).
+has DuckDB's rows; the data-quality checks run there too (the same queries, warehouse/quality.py)
+and report what they report on DuckDB, and they find a defect the run wrote.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 import sqlalchemy as sa
 
 from robofy_etl.cli import EXIT_OK, SyncOutcome, run_sync
 from robofy_etl.settings import Settings
+from robofy_etl.sync.registry import REFERENCES
+from robofy_etl.warehouse import quality
+from robofy_etl.warehouse.reader import AlchemyReader
 from robofy_etl.warehouse.tables import RAW_TABLES
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, LINEAGE, Pipeline, _env
 from tests.pg import PgCluster
@@ -31,7 +36,10 @@ from tests.warehouse.pg.test_models import assert_same_tables, duckdb_tables, pg
 
 pytestmark = pytest.mark.slow
 
-_NOT_RUN = "Data-quality checks (unique keys, references, marts): NOT RUN"
+# The checks' metadata that differs between two syncs of the same data: when they ran.
+_WHEN = {"last_load_at", "age_hours"}
+# Every check has passed: "Checks: 31 of 31 passed."
+_ALL_PASSED = re.compile(r"Checks: (\d+) of \1 passed\.")
 
 
 def _json_columns(table: str) -> set[str]:
@@ -95,14 +103,55 @@ def _url_text(url: sa.URL) -> str:
 
 
 def _assert_built(outcome: SyncOutcome) -> None:
-    """Everything loaded and the SQL models built; only the load checks ran."""
+    """Everything loaded, the SQL models built and every check ran and passed: the load checks
+    and the data-quality checks (unique keys, references, freshness, grain, reconciliation)."""
     assert outcome.exit_code == EXIT_OK, outcome.errors
     assert not outcome.models_unsupported
-    assert not outcome.quality_checks_run
-    assert outcome.checks
-    assert all(passed for passed, _ in outcome.checks.values())
-    assert all(name.endswith("__loaded_completely") for name in outcome.checks), outcome.checks
+    assert all(passed for passed, _ in outcome.checks.values()), outcome.failed_checks
+    names = set(outcome.checks)
+    assert {f"{table}__loaded_completely" for table in RAW_TABLES} <= names
+    assert {"robofy__leads__unique_lead_id", "robofy__inbox_sessions__loaded_recently"} <= names
+    assert {ref.name for ref in REFERENCES} <= names
+    assert {"sessions__unique_grain", "chatbot_daily_activity__reconciles_with_stats"} <= names
     assert outcome.raw_rows.keys() == set(RAW_TABLES)
+
+
+def _check_results(run_id: str) -> dict[str, tuple[bool, str, dict[str, Any]]]:
+    """Each check of a run as Dagster recorded it: passed, severity, metadata."""
+    with dg.DagsterInstance.get() as instance:
+        entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    out = {}
+    for entry in entries:
+        assert entry.dagster_event is not None
+        evaluation = entry.dagster_event.event_specific_data
+        assert isinstance(evaluation, dg.AssetCheckEvaluation)
+        metadata = {k: v.value for k, v in evaluation.metadata.items() if k not in _WHEN}
+        out[evaluation.check_name] = (evaluation.passed, evaluation.severity.value, metadata)
+    return out
+
+
+def _assert_same_checks(pg_run: str, duckdb_run: str) -> None:
+    """The checks of a PostgreSQL sync report what those of the same sync into DuckDB report.
+
+    The mart grain checks read what the last build recorded in ``meta.model_state``; a
+    PostgreSQL build that records none has its marts checked whole, so those compare the
+    counts (rows, duplicates, null keys), not the build's own metadata.
+    """
+    pg, duck = _check_results(pg_run), _check_results(duckdb_run)
+    assert pg.keys() == duck.keys()
+    assert len(pg) > 3 * len(RAW_TABLES)  # the data-quality checks ran, not only the load ones
+    assert sum(bool(metadata.get("rows")) for _, _, metadata in duck.values()) >= 3
+    for name, (passed, severity, metadata) in duck.items():
+        pg_passed, pg_severity, pg_metadata = pg[name]
+        assert (pg_passed, pg_severity) == (passed, severity), name
+        if name.endswith("__unique_grain") and pg_metadata.keys() != metadata.keys():
+            counts = ("duplicate_keys", "null_keys")
+            assert [pg_metadata[k] for k in counts] == [metadata[k] for k in counts], name
+            assert pg_metadata.get("rows", pg_metadata.get("rows_checked")) == metadata.get(
+                "rows_checked", metadata.get("rows")
+            ), name
+        else:
+            assert pg_metadata == metadata, name
 
 
 def _assert_same_marts(url: sa.URL, duck: Path, step: str) -> None:
@@ -141,9 +190,10 @@ def test_full_sync_and_rerun_match_duckdb(pg: tuple[Pipeline, sa.URL], tmp_path:
     outcome = pipeline.sync()
     _assert_built(outcome)
     duck = tmp_path / "reference.duckdb"
-    _duckdb_sync(pipeline, duck, FIRST_DAY, LAST_DAY)
+    reference = _duckdb_sync(pipeline, duck, FIRST_DAY, LAST_DAY)
     _assert_same(pg_raw(url), duckdb_raw(duck), "full sync")
     _assert_same_marts(url, duck, "full sync")
+    _assert_same_checks(outcome.run_id, reference.run_id)
 
     before = pg_raw(url, lineage=True)
     again = pipeline.sync()
@@ -263,7 +313,8 @@ def test_two_windows_at_once_both_load_and_the_password_stays_hidden(
     for run, (out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == EXIT_OK, out + err
         assert "Sync finished" in out, out + err
-        assert _NOT_RUN in out
+        assert _ALL_PASSED.search(out), out
+        assert "NOT RUN" not in out
         assert "Sync failed" not in out
         assert str(password) not in out + err
         assert "***" in out  # the warehouse line shows the URL, redacted
@@ -276,3 +327,55 @@ def test_two_windows_at_once_both_load_and_the_password_stays_hidden(
     _duckdb_sync(pipeline, duck, FIRST_DAY, LAST_DAY)
     _assert_same(pg_raw(url), duckdb_raw(duck), "two windows at once")
     _assert_same_marts(url, duck, "two windows at once")
+
+
+def test_checks_on_postgresql_find_a_duplicate_and_an_orphan_the_run_wrote(
+    pg: tuple[Pipeline, sa.URL],
+) -> None:
+    """A synced PostgreSQL warehouse, damaged as a faulty run would: the run-scoped checks of
+    that run fail with a sample, while a defect an older run left is not theirs to count (the
+    unscoped check, over the whole table, counts it)."""
+    pipeline, url = pg
+    outcome = pipeline.sync()
+    _assert_built(outcome)
+    leads = next(r for r in REFERENCES if r.child == "robofy__leads")
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            run = {"run": outcome.run_id}
+            first_lead = "(select min(lead_id) from raw.robofy__leads)"
+            # An older run's duplicate: a lead stored twice, both copies by "old-run".
+            conn.exec_driver_sql(
+                f"insert into raw.robofy__leads select * from raw.robofy__leads"
+                f" where lead_id = {first_lead}"
+            )
+            conn.exec_driver_sql(
+                f"update raw.robofy__leads set _run_id = 'old-run' where lead_id = {first_lead}"
+            )
+            # This run's defects: a message stored twice, a lead of a chatbot that is not there.
+            conn.exec_driver_sql(
+                "insert into raw.robofy__chat_messages select * from raw.robofy__chat_messages"
+                " where _run_id = %(run)s limit 1",
+                run,
+            )
+            conn.exec_driver_sql(
+                "insert into raw.robofy__leads (lead_id, project_id, chatbot_id, _payload,"
+                " _loaded_at, _run_id, _slice) values ('orphan-lead', 1, 'no-such-bot', '{}',"
+                " now(), %(run)s, '2026-10-10')",
+                run,
+            )
+        with engine.connect() as conn:
+            reader = AlchemyReader(conn)
+            messages = quality.raw_unique_key(reader, "robofy__chat_messages", outcome.run_id)
+            assert not messages.passed
+            assert messages.metadata["duplicate_keys"] == 1
+            assert messages.metadata["sample_duplicates"] != "none"
+            scoped_leads = quality.raw_unique_key(reader, "robofy__leads", outcome.run_id)
+            assert scoped_leads.passed, scoped_leads.metadata  # the old run's duplicate
+            assert not quality.raw_unique_key(reader, "robofy__leads").passed
+            orphan = quality.orphans(reader, leads, outcome.run_id)
+            assert not orphan.passed
+            assert orphan.metadata["orphan_rows"] == 1
+            assert orphan.metadata["sample"] == "[('no-such-bot',)]"
+    finally:
+        engine.dispose()

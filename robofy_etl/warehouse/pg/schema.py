@@ -12,8 +12,10 @@ it are byte for byte those of DuckDB, which stores JSON as text too; ``jsonb`` w
 keys, add spaces and rewrite numbers. ``json`` is still validated on input and has the same
 ``->``/``->>`` operators; each read re-parses the text, as on DuckDB.
 
-Each raw table gets an index on ``_slice`` (every load deletes and compares one slice) and one
-on its key (the comparison joins on it); DuckDB needs neither.
+Each raw table gets an index on ``_slice`` (every load deletes and compares one slice), one on
+its key (the comparison joins on it) and one on ``_run_id`` (the run-scoped data-quality checks
+read the rows one run wrote, so their cost follows the change, not the history); DuckDB needs
+none of them.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def _raw(table: RawTable) -> sa.Table:
         *columns,
         sa.Index(f"{table.name}__slice", "_slice"),
         sa.Index(f"{table.name}__key", *table.key),
+        sa.Index(f"{table.name}__run", "_run_id"),
         schema="raw",
     )
 

@@ -87,5 +87,5 @@ def test_create_all_on_postgresql_is_idempotent_and_matches(pg_url: sa.URL, tmp_
         engine.dispose()
     got = [(s, t, c, _PG_TYPES[d], n) for s, t, c, d, n, _ in rows]
     assert got == expected
-    assert indexes == 2 * len(RAW_TABLES)
+    assert indexes == 3 * len(RAW_TABLES)  # _slice, the key, _run_id
     assert {"raw", "staging", "marts", "meta"} <= schemas
