@@ -20,7 +20,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from robofy_etl.warehouse.models import discover, topological_order
 from robofy_etl.warehouse.pg.locks import lock_key
+from robofy_etl.warehouse.pg.warehouse import PgWarehouse
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, PgPipeline, Pipeline, on_postgresql
 
 pytestmark = pytest.mark.slow
@@ -263,11 +265,10 @@ _MARTS = ("sessions", "messages", "leads", "chatbots", "projects", "message_stat
 def test_readers_of_the_postgresql_marts_never_see_an_error_or_an_empty_mart(
     pipeline: PgPipeline,
 ) -> None:
-    """A dashboard polls the marts directly while two syncs load and rebuild them."""
+    """A dashboard polls the marts directly (one statement per mart, each its own snapshot)
+    while two syncs load and rebuild them."""
     assert pipeline.sync().success
-    counts = ", ".join(f"(select count(*) from marts.{mart})" for mart in _MARTS)
-    sql = f"select {counts}, (select coalesce(sum(message_count), 0) from marts.sessions)"
-    seen: list[tuple[int, ...]] = []
+    rounds: list[dict[str, int]] = []
     errors: list[str] = []
     stop = threading.Event()
 
@@ -275,12 +276,14 @@ def test_readers_of_the_postgresql_marts_never_see_an_error_or_an_empty_mart(
         with pipeline.connect() as conn:
             while not stop.is_set():
                 try:
-                    row = conn.execute(sql).fetchone()
+                    counts = {
+                        mart: conn.execute(f"select count(*) from marts.{mart}").fetchone()[0]
+                        for mart in _MARTS
+                    }
                 except psycopg.Error as exc:
                     errors.append(repr(exc))
                 else:
-                    assert row is not None
-                    seen.append(tuple(int(n) for n in row))
+                    rounds.append(counts)
                 stop.wait(0.005)
 
     reader = threading.Thread(target=poll)
@@ -293,10 +296,59 @@ def test_readers_of_the_postgresql_marts_never_see_an_error_or_an_empty_mart(
         stop.set()
         reader.join()
     assert errors == []
-    assert seen
-    empty = [row for row in seen if min(row[: len(_MARTS)]) == 0]
+    assert rounds
+    empty = [counts for counts in rounds if min(counts.values()) == 0]
     assert empty == []
-    # One statement, one snapshot: the sessions' message counts add up to the messages.
-    assert all(row[-1] == row[1] for row in seen)
     # The reader saw the data change underneath it (new sessions after the clock moved).
-    assert len({row[0] for row in seen}) >= 2
+    assert len({counts["sessions"] for counts in rounds}) >= 2
+
+
+@on_postgresql
+@pytest.mark.xfail(
+    strict=True,
+    reason="warehouse/pg/models.py swaps each mart in with DROP and RENAME (access exclusive"
+    " locks taken one table at a time): a reader holding one mart and asking for another that"
+    " was swapped first deadlocks with the build, and the build is the one cancelled",
+)
+def test_a_reader_of_two_marts_in_one_transaction_does_not_fail_the_build(
+    pipeline: PgPipeline,
+) -> None:
+    """A dashboard reads ``marts.sessions`` and then ``marts.messages`` in one transaction
+    (one statement joining both takes the same locks, one after the other) while the models
+    are rebuilt: the reader may wait for the build to commit, but neither side fails."""
+    assert pipeline.sync().success
+    order = [m.name for m in topological_order(discover()) if m.schema == "marts"]
+    assert order.index("marts.messages") < order.index("marts.sessions")  # swapped first
+    builder = PgWarehouse(pipeline.url)
+    failures: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            builder.build_models()
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    waiting = (
+        "select count(*) from pg_stat_activity where application_name = 'robofy-etl'"
+        " and wait_event_type = 'Lock' and wait_event = 'relation'"
+    )
+    thread = threading.Thread(target=build)
+    try:
+        with pipeline.connect() as reader, reader.transaction():
+            (sessions,) = reader.execute("select count(*) from marts.sessions").fetchone()
+            thread.start()
+            # Until the build waits for marts.sessions (or, if it need not, has ended).
+            deadline = time.monotonic() + 30
+            while (
+                thread.is_alive()
+                and pipeline.query(waiting) != [(1,)]
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
+            (messages,) = reader.execute("select count(*) from marts.messages").fetchone()
+    finally:
+        thread.join()
+        builder.dispose()
+    assert failures == []
+    assert sessions > 0
+    assert messages > 0
