@@ -129,20 +129,21 @@ def test_sync_killed_inside_a_postgresql_load_leaves_no_rows_and_no_lock(
     before = _synced_then_clock_moved(pipeline)
     sessions = "select pid from pg_stat_activity where application_name = 'robofy-etl'"
     ours = [pid for (pid,) in pipeline.query(sessions)]  # this process's pool, of the sync above
-    with pipeline.connect() as holder, holder.transaction():
-        holder.execute(
-            "select pg_advisory_xact_lock(%s)", [lock_key("robofy", "robofy__chat_messages")]
+    with pipeline.connect() as monitor, pipeline.connect() as holder:
+        with holder.transaction():
+            holder.execute(
+                "select pg_advisory_xact_lock(%s)", [lock_key("robofy", "robofy__chat_messages")]
+            )
+            _kill_sync_when(pipeline, lambda: monitor.execute(_WAITING_WRITER).fetchone() == (1,))
+        # The lock released, the orphaned server session gets it, finds its client gone, ends.
+        theirs = (
+            "select pid, state, wait_event, query from pg_stat_activity"
+            " where application_name = 'robofy-etl' and not pid = any(%s)"
         )
-        _kill_sync_when(pipeline, lambda: pipeline.query(_WAITING_WRITER) == [(1,)])
-    # The lock released, the orphaned server session gets it, finds its client gone and ends.
-    theirs = (
-        "select pid, state, wait_event, query from pg_stat_activity"
-        " where application_name = 'robofy-etl' and not pid = any(?)"
-    )
-    deadline = time.monotonic() + 30
-    while left := pipeline.query(theirs, [ours]):
-        assert time.monotonic() < deadline, f"the killed sync's server sessions stayed: {left}"
-        time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while left := monitor.execute(theirs, [ours]).fetchall():
+            assert time.monotonic() < deadline, f"the killed sync's server sessions stayed: {left}"
+            time.sleep(0.05)
     assert pipeline.query("select count(*) from pg_locks where locktype = 'advisory'") == [(0,)]
     _assert_previous_state_then_next_run_completes(pipeline, before)
 
@@ -284,7 +285,7 @@ def test_readers_of_the_postgresql_marts_never_see_an_error_or_an_empty_mart(
                     errors.append(repr(exc))
                 else:
                     rounds.append(counts)
-                stop.wait(0.005)
+                stop.wait(0.01)
 
     reader = threading.Thread(target=poll)
     reader.start()
@@ -334,14 +335,14 @@ def test_a_reader_of_two_marts_in_one_transaction_does_not_fail_the_build(
     )
     thread = threading.Thread(target=build)
     try:
-        with pipeline.connect() as reader, reader.transaction():
+        with pipeline.connect() as monitor, pipeline.connect() as reader, reader.transaction():
             (sessions,) = reader.execute("select count(*) from marts.sessions").fetchone()
             thread.start()
             # Until the build waits for marts.sessions (or, if it need not, has ended).
             deadline = time.monotonic() + 30
             while (
                 thread.is_alive()
-                and pipeline.query(waiting) != [(1,)]
+                and monitor.execute(waiting).fetchone() != (1,)
                 and time.monotonic() < deadline
             ):
                 time.sleep(0.02)
