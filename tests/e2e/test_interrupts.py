@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM stop `robofy-etl sync` cleanly, at any moment, and lose nothing.
 
 The command runs as a process of its own (as a user or Kubernetes runs it) against the
-simulator, slowed down so the signal lands where it used to hang: in the transcript fan-out.
+simulator, slowed down so the signal lands where it used to hang: in the transcript fan-out;
+SIGTERM also against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -75,7 +76,16 @@ class _Sync:
         return "".join(self.lines)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("pipeline", "signum", "code"),
+    [
+        pytest.param("duckdb", signal.SIGINT, 130, id="SIGINT"),
+        pytest.param("duckdb", signal.SIGTERM, 143, id="SIGTERM"),
+        # Kubernetes stops a pod with SIGTERM; the writer may be inside a transaction then.
+        pytest.param("postgresql", signal.SIGTERM, 143, id="postgresql-SIGTERM"),
+    ],
+    indirect=["pipeline"],
+)
 def test_signal_during_the_transcript_fan_out_stops_cleanly(
     pipeline: Pipeline, signum: int, code: int
 ) -> None:
