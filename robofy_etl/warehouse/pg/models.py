@@ -1,4 +1,4 @@
-"""Build the ``sql/`` models on PostgreSQL: full builds, in one transaction, from the same files.
+"""Build the ``sql/`` models on PostgreSQL: incrementally, in one transaction, from the same files.
 
 The model files are DuckDB SQL. Each one runs on PostgreSQL as
 
@@ -12,17 +12,24 @@ The model files are DuckDB SQL. Each one runs on PostgreSQL as
   ``(array_agg(a order by b))[1]``. A construct sqlglot cannot translate fails the build
   (``unsupported_level=RAISE``) instead of being dropped with a log line.
 
-Every build is a full one (incremental builds on PostgreSQL come later). Each model is built
-into ``<schema>.<model>__robofy_new`` (models built in the same run read each other's new
-tables), and at the end the old tables are dropped and the new ones renamed, all inside the
-caller's transaction: readers see the previous marts until it commits and the new ones after,
-never an empty or missing table (PostgreSQL DDL is transactional; nothing is truncated). The
-exclusive locks the swap takes are held only from the swap to the commit, so a dashboard query
-waits for that moment at most, not for the whole build.
+Builds are incremental, by the planner of ``incremental.py`` (the same as DuckDB's), run on
+the PostgreSQL SQL above (which is what each model is fingerprinted by: an edited variant or a
+new sqlglot rebuilds it in full); ``pg/build_sql.py`` holds what PostgreSQL spells its own way
+and why the watermark is a transaction id. A build runs in ``build_transaction``: the advisory
+lock ``BUILD_LOCK`` (builds take turns), then one REPEATABLE READ transaction, the caller's.
+An incremental model has its touched keys' rows deleted and inserted in place (readers keep
+their MVCC snapshot: no lock beyond the rows). A model built in full goes into
+``<schema>.<model>__robofy_new`` (models built in full later in the same run read each
+other's new tables), and at the end the old tables are dropped and the new ones renamed:
+readers see the previous marts until the commit and the new ones after, never an empty or
+missing table (PostgreSQL DDL is transactional; nothing is truncated). The exclusive locks the
+swap takes are held only from the swap to the commit, so a dashboard query waits for that
+moment at most, not for the whole build. Loads are not held off at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -211,7 +218,7 @@ def build_transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
         try:
             if conn.in_transaction():
                 conn.rollback()
-            conn.execution_options(isolation_level="READ COMMITTED")
+            conn.execution_options(isolation_level=conn.default_isolation_level)
             conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": BUILD_LOCK})
             conn.commit()
         except sa.exc.DBAPIError:  # the session is gone, and its lock with it
@@ -321,7 +328,9 @@ def build(
         if subset:
             sql.forget_state(_downstream(everything, set(rebuilt)) - set(rebuilt))
     finally:
-        planner.drop_all()
+        # Dropped on success; after an error the transaction is rolled back with them.
+        with contextlib.suppress(sa.exc.DBAPIError):
+            planner.drop_all()
     for name in rebuilt:  # the swap: exclusive locks from here to the commit only
         relation = name.split(".", 1)[1]
         conn.exec_driver_sql(f"drop table if exists {name}")
