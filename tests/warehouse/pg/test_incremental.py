@@ -11,6 +11,7 @@ commits after it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 
 from robofy_etl.warehouse import load as duck_load
 from robofy_etl.warehouse import models
+from robofy_etl.warehouse.incremental import rewrite_sources
 from robofy_etl.warehouse.load import Slice
 from robofy_etl.warehouse.models import ModelBuildError
 from robofy_etl.warehouse.pg import load as pg_load
@@ -291,3 +293,15 @@ def test_pg_warehouse_builds_incrementally_and_rebuilds_on_request(
         wh.dispose()
     assert_same_as_duckdb(seeded)
     del dconn
+
+
+@pytest.mark.parametrize("model", models.discover(), ids=lambda m: m.name)
+def test_every_source_of_the_postgresql_sql_can_be_cut(model: models.Model) -> None:
+    """An incremental build reads each keyed source from a cut of it (``rewrite_sources``): the
+    PostgreSQL SQL (sqlglot's output, or a variant) must name each one where it can be found,
+    or the build would silently read it whole."""
+    sql, _ = pg_models.postgres_sql(model)
+    for source in model.sources:
+        cut = rewrite_sources(sql, {source.relation: "_robofy_cut"})
+        assert "_robofy_cut" in cut, source.relation
+        assert not re.search(rf"(?i)\b(from|join)\s+{re.escape(source.relation)}\b", cut)
