@@ -128,10 +128,6 @@ class PgBuildSQL:
 
     # -- state ------------------------------------------------------------------------------
 
-    def check_transaction(self) -> str:
-        """The isolation of the current transaction (``repeatable read`` for a build)."""
-        return str(self.rows("select current_setting('transaction_isolation')")[0][0])
-
     def prepare_state(self) -> None:
         """Give ``meta.model_state`` its PostgreSQL column if a warehouse predates it."""
         present = self.rows(
