@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,53 @@ def test_every_source_of_the_postgresql_sql_can_be_cut(model: models.Model) -> N
         cut = rewrite_sources(sql, {source.relation: "_robofy_cut"})
         assert "_robofy_cut" in cut, source.relation
         assert not re.search(rf"(?i)\b(from|join)\s+{re.escape(source.relation)}\b", cut)
+
+
+def test_a_reader_never_sees_an_incremental_build_half_done(seeded: Seeded) -> None:
+    """An incremental build deletes a key's rows and inserts them again; a reader polling that
+    key sees the same rows all along (one transaction), never none."""
+    engine, dconn = seeded
+    build_on(engine)
+    where = f"chatbot_id = '{BOT_WEB}' and session_id = '{S1}'"
+    with engine.connect() as conn:
+        expected = conn.exec_driver_sql(f"select count(*) from marts.messages where {where}")
+        before = expected.scalar_one()
+    assert before > 0
+    counts: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        try:
+            with engine.connect() as conn:
+                while not stop.is_set():
+                    query = f"select count(*) from marts.messages where {where}"
+                    counts.append(conn.exec_driver_sql(query).scalar_one())
+                    conn.rollback()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    messages = session_messages(dconn, S1)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for run in range(3):
+            for message in messages:
+                message["_payload"]["edit"] = run
+            with engine.begin() as conn:
+                pg_load.replace_slice(
+                    conn,
+                    MESSAGES,
+                    messages,
+                    Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]}),
+                    loaded_at=datetime(2026, 4, 27, 10, run),
+                    run_id=f"edit-{run}",
+                )
+            modes = {r.name: r.mode for r in build_on(engine)}
+            assert modes["marts.messages"] == "incremental", modes
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert counts
+    assert set(counts) == {before}
