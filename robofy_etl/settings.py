@@ -276,8 +276,8 @@ class Settings:
         "`ROBOFY_DUCKDB_PATH`; `--warehouse URL` on the commands). "
         "`postgresql+psycopg://user:password@host:5432/db` (PostgreSQL 13+, the `postgres` "
         "extra; its password is never logged or stored): the sync loads the raw and meta "
-        "tables into it, builds the SQL models there (in full every run) and runs the "
-        "data-quality checks there: see the README's PostgreSQL section.",
+        "tables into it, builds the SQL models there (incrementally, as on DuckDB) and runs "
+        "the data-quality checks there: see the README's PostgreSQL section.",
         secret=True,
     )
     publish_path: str = _setting(

@@ -184,7 +184,7 @@ def _rebuild_postgresql(settings: Settings) -> int:
         wh = Warehouse.from_settings(settings)  # names the postgres extra if it is missing
         assert isinstance(wh, PgWarehouse)
         try:
-            results = wh.build_models()
+            results = wh.build_models(full_refresh=True)
         finally:
             wh.dispose()
     except WarehouseError as exc:  # unreachable server, refused login: a setting to fix

@@ -55,8 +55,8 @@ def model_assets(models: Sequence[Model], pool: str | None = POOL) -> dg.AssetsD
     changed are rebuilt); the run tag ``robofy/full_refresh=true`` rebuilds everything. After a
     successful build the warehouse is published as a read-only copy for dashboards.
 
-    On PostgreSQL every run is a full build (metadata ``build: full``), in one transaction
-    that swaps the new tables in; dashboards read the marts directly, nothing is published.
+    On PostgreSQL builds are incremental too (the same planner, warehouse/pg/models.py), in one
+    transaction; dashboards read the marts directly, nothing is published.
     """
     specs = [
         dg.AssetSpec(
@@ -82,18 +82,27 @@ def model_assets(models: Sequence[Model], pool: str | None = POOL) -> dg.AssetsD
     ) -> Iterator[dg.MaterializeResult[Any]]:
         selected = [by_key[key] for key in context.selected_asset_keys]
         published: str | None = None
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true"
         if warehouse.backend == "postgresql":
-            # Full builds every run for now, in one transaction; readers query the marts
-            # directly (nothing to publish). See warehouse/pg/models.py.
+            # One transaction; readers query the marts directly (nothing to publish). See
+            # warehouse/pg/models.py.
             from robofy_etl.warehouse.pg.warehouse import PgWarehouse  # the postgres extra
 
             pg = warehouse.get_warehouse()
             assert isinstance(pg, PgWarehouse)
-            results = pg.build_models(models, select=[m.name for m in selected])
-            log.info("built %d SQL models on PostgreSQL (full builds)", len(results))
+            results = pg.build_models(
+                models, select=[m.name for m in selected], full_refresh=full_refresh
+            )
+            modes = {mode: sum(r.mode == mode for r in results) for mode in ("full", "incremental")}
+            log.info(
+                "built %d SQL models on PostgreSQL (%d in full, %d incrementally, the rest "
+                "unchanged)",
+                len(results),
+                modes["full"],
+                modes["incremental"],
+            )
         else:
             wh = warehouse.get_duckdb()
-            full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true"
             with wh.transaction(run_id=context.run.run_id) as tx:
                 results = build(
                     tx.conn, models, select=[m.name for m in selected], full_refresh=full_refresh

@@ -9,10 +9,11 @@ whole-table load (a snapshot merge) also exclude each other:
 - any other load (no day bounds, or a window longer than ``MAX_DAY_LOCKS`` days) takes the
   table's key in *exclusive* mode, waiting for every load of that table.
 
-A model build calls ``lock_tables`` on the raw tables it reads: it waits for the loads in flight
-and holds new ones back until it commits, so "every row stamped after the watermark" is exactly
-what changed since (on DuckDB the single writer gives that for free; here loads of different
-slices commit in any order, and ``_loaded_at`` is when a load *started*).
+Model builds take none of these: they read one REPEATABLE READ snapshot and keep their
+watermark as a transaction id (``pg/build_sql.py``), so loads of any slice run while a build
+does and none is missed. (Waiting for the loads in flight, ``lock_tables``, would not be enough
+for a ``_loaded_at`` watermark: a load's transaction begins, and stamps its time, before it
+takes its locks.)
 
 Conditions on other columns (``within``, ``keys``) do not narrow the lock: two loads of the same
 day for different chatbots take turns, which is safe and costs little (a load of one day takes

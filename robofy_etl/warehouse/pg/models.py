@@ -1,4 +1,4 @@
-"""Build the ``sql/`` models on PostgreSQL: full builds, in one transaction, from the same files.
+"""Build the ``sql/`` models on PostgreSQL: incrementally, in one transaction, from the same files.
 
 The model files are DuckDB SQL. Each one runs on PostgreSQL as
 
@@ -12,21 +12,32 @@ The model files are DuckDB SQL. Each one runs on PostgreSQL as
   ``(array_agg(a order by b))[1]``. A construct sqlglot cannot translate fails the build
   (``unsupported_level=RAISE``) instead of being dropped with a log line.
 
-Every build is a full one (incremental builds on PostgreSQL come later). Each model is built
-into ``<schema>.<model>__robofy_new`` (models built in the same run read each other's new
-tables), and at the end the old tables are dropped and the new ones renamed, all inside the
-caller's transaction: readers see the previous marts until it commits and the new ones after,
-never an empty or missing table (PostgreSQL DDL is transactional; nothing is truncated). The
-exclusive locks the swap takes are held only from the swap to the commit, so a dashboard query
-waits for that moment at most, not for the whole build.
+Builds are incremental, by the planner of ``incremental.py`` (the same as DuckDB's), run on
+the PostgreSQL SQL above (which is what each model is fingerprinted by: an edited variant or a
+new sqlglot rebuilds it in full); ``pg/build_sql.py`` holds what PostgreSQL spells its own way
+and why the watermark is a transaction id. A build runs in ``build_transaction``: the advisory
+lock ``BUILD_LOCK`` (builds take turns), then one REPEATABLE READ transaction, the caller's.
+An incremental model has its touched keys' rows deleted and inserted in place (readers keep
+their MVCC snapshot: no lock beyond the rows). A model built in full goes into
+``<schema>.<model>__robofy_new`` (models built in full later in the same run read each
+other's new tables), and at the end the old tables are dropped and the new ones renamed:
+readers see the previous marts until the commit and the new ones after, never an empty or
+missing table (PostgreSQL DDL is transactional; nothing is truncated). The exclusive locks the
+swap takes are held only from the swap to the commit, so a dashboard query waits for that
+moment at most, not for the whole build. Loads are not held off at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
+import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -34,17 +45,22 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 
+from robofy_etl.warehouse.incremental import Change, Planner, Watermark, full_reason
 from robofy_etl.warehouse.models import (
     SQL_DIR,
     BuildResult,
     Model,
     ModelBuildError,
     ModelGraphError,
+    _downstream,
     discover,
     topological_order,
 )
+from robofy_etl.warehouse.pg.build_sql import PgBuildSQL
 from robofy_etl.warehouse.pg.locks import lock_key
 from robofy_etl.warehouse.tables import SCHEMAS
+
+logger = logging.getLogger(__name__)
 
 # Hand-written PostgreSQL variants of the models sqlglot cannot transpile.
 VARIANTS_DIR = "postgres"
@@ -177,79 +193,197 @@ def _document(conn: sa.Connection, model: Model, table: str) -> None:
         conn.exec_driver_sql(statement.replace("%", "%%"))
 
 
+@contextmanager
+def build_transaction(conn: sa.Connection) -> Iterator[sa.Connection]:
+    """The transaction a build runs in: ``BUILD_LOCK`` first, then REPEATABLE READ.
+
+    The lock is taken at session level *before* the transaction begins, because a REPEATABLE
+    READ transaction reads the snapshot of its first statement: a build that waited for
+    another one inside its transaction would read the marts and ``meta.model_state`` from
+    before that build (see ``pg/build_sql.py``). Commits on success, rolls back on error, and
+    releases the lock either way.
+
+    Args:
+        conn: a connection not inside a transaction.
+    """
+    if conn.in_transaction():
+        raise ModelBuildError("build_transaction needs a connection outside any transaction")
+    conn.execute(sa.text("select pg_advisory_lock(:k)"), {"k": BUILD_LOCK})
+    conn.commit()
+    try:
+        conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+    finally:
+        try:
+            if conn.in_transaction():
+                conn.rollback()
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+            conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": BUILD_LOCK})
+            conn.commit()
+        except sa.exc.DBAPIError:  # the session is gone, and its lock with it
+            logger.debug("could not release the build lock: the connection is closed")
+
+
+def _check_transaction(build_sql: PgBuildSQL) -> None:
+    """Refuse to build outside ``build_transaction`` (the watermark would not be sound)."""
+    high, low = (BUILD_LOCK >> 32) & 0xFFFFFFFF, BUILD_LOCK & 0xFFFFFFFF
+    isolation, locked = build_sql.rows(
+        "select current_setting('transaction_isolation'), exists (select 1 from pg_locks"
+        " where locktype = 'advisory' and pid = pg_backend_pid() and granted"
+        f" and classid = {high}::oid and objid = {low}::oid and objsubid = 1)"
+    )[0]
+    if isolation not in ("repeatable read", "serializable") or not locked:
+        raise ModelBuildError(
+            "PostgreSQL model builds run inside pg.models.build_transaction(conn) (the build "
+            f"lock, then one REPEATABLE READ snapshot); this transaction is {isolation}"
+            f"{'' if locked else ' without the build lock'}"
+        )
+
+
 def build(
     conn: sa.Connection,
     models: Sequence[Model] | None = None,
     *,
     select: Iterable[str] | None = None,
+    full_refresh: bool = False,
 ) -> list[BuildResult]:
-    """Build every (selected) model in full, in dependency order, and swap the new tables in.
+    """Bring every (selected) model up to date with ``raw``, in dependency order.
 
-    Nothing is committed here: run it inside the caller's transaction (``with conn.begin()``)
-    and readers see the previous tables until it commits, the new ones after.
+    Incremental as on DuckDB (``incremental.py``, the same planner): a model's rows are
+    replaced only for the keys whose inputs changed since its last build. A model is built in
+    full (into ``<name>__robofy_new``, swapped in at the end) when it is missing, its
+    PostgreSQL SQL changed (variant file, transpiler), ``full_refresh`` is asked for,
+    something it reads was rebuilt in full, too many of its keys changed, or its watermark is
+    too old. Nothing is committed here: run it inside ``build_transaction(conn)``; readers see
+    the previous tables until it commits, the new ones after.
 
     Args:
-        conn: a connection to the PostgreSQL warehouse, inside a transaction, whose ``raw``
-            and ``meta`` tables exist.
+        conn: a connection to the PostgreSQL warehouse inside ``build_transaction``, whose
+            ``raw`` and ``meta`` tables exist.
         models: the models to consider; defaults to ``discover()``.
-        select: relation names to build; models not selected keep their tables (and selected
-            ones read them). Defaults to all.
+        select: relation names to build; they are rebuilt in full, and models downstream of
+            them that were not selected are rebuilt in full by the next build. Defaults to
+            all, incrementally.
+        full_refresh: rebuild every selected model from everything.
 
     Returns:
-        One result per built model, in build order (``mode`` is always ``full``).
+        One result per built model, in build order.
 
     Raises:
         ModelGraphError: if the graph is not buildable, or ``select`` names an unknown model.
-        ModelBuildError: if a model cannot be transpiled or its SQL fails; the message names
-            the model file.
+        ModelBuildError: if a model cannot be transpiled or its SQL fails (the message names
+            the model file), or ``conn`` is not inside ``build_transaction``.
     """
-    ordered = topological_order(discover() if models is None else models)
+    everything = topological_order(discover() if models is None else models)
+    ordered = everything
+    subset = False
     if select is not None:
         wanted = set(select)
         unknown = wanted - {model.name for model in ordered}
         if unknown:
             raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
+        subset = wanted != {model.name for model in everything}
         ordered = [model for model in ordered if model.name in wanted]
-    # One build at a time (two would write the same __robofy_new tables); the lock ends with
-    # the transaction. Loads are not held off: a full build reads what is committed.
-    conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": BUILD_LOCK})
+    sql = PgBuildSQL(conn)
+    _check_transaction(sql)
     for schema in dict.fromkeys(model.schema for model in ordered):
         if schema not in SCHEMAS:
             raise ModelGraphError(f"unknown schema {schema!r}")
         conn.exec_driver_sql(f"create schema if not exists {schema}")
     for statement in helper_ddl():
         conn.exec_driver_sql(statement)
+    sql.prepare_state()
     # Transpile everything first: a model that cannot run fails the build before any work.
+    # Each model is planned and fingerprinted by the SQL PostgreSQL runs.
     sources = {model.name: postgres_sql(model) for model in ordered}
-    built: list[str] = []
+    state = sql.load_state()
+    xmin, xmax = sql.watermark_now()
+    planner = Planner(sql, f"_robofy_build_{next(_builds)}")
+    rebuilt: list[str] = []
     results: list[BuildResult] = []
-    for model in ordered:
-        started = time.perf_counter()
-        new = f"{model.name}{NEW_SUFFIX}"
-        sql = _retarget(sources[model.name][0], built)
-        try:
-            conn.exec_driver_sql(f"drop table if exists {new}")
-            with conn.begin_nested():  # a failed statement leaves the outer transaction usable
-                conn.exec_driver_sql(f"create table {new} as\n{sql}".replace("%", "%%"))
-        except sa.exc.DBAPIError as exc:
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise ModelBuildError(
-                f"{model.path} ({sources[model.name][1]} for PostgreSQL) failed: {detail}"
-            ) from None
-        _document(conn, model, new)
-        rows = conn.exec_driver_sql(f"select count(*) from {new}").scalar_one()
-        built.append(model.name)
-        results.append(
-            BuildResult(
-                name=model.name,
-                materialization="table",
-                rows=int(rows),
-                seconds=time.perf_counter() - started,
-                reason="PostgreSQL builds are full",
+    try:
+        for model in ordered:
+            pg_model = replace(model, sql=sources[model.name][0])
+            try:
+                with conn.begin_nested():  # a failed statement leaves the outer transaction usable
+                    result, change = _build_one(
+                        conn, sql, pg_model, planner, state, xmax, rebuilt, full_refresh or subset
+                    )
+            except sa.exc.DBAPIError as exc:
+                detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+                raise ModelBuildError(
+                    f"{model.path} ({sources[model.name][1]} for PostgreSQL) failed: {detail}"
+                ) from None
+            results.append(result)
+            if change.mode == "full":
+                rebuilt.append(model.name)
+            table = f"{model.name}{NEW_SUFFIX}" if change.mode == "full" else model.name
+            grain = (
+                sql.grain_counts(change.new or table, model.key_columns)
+                if model.key_columns and change.mode != "unchanged"
+                else None
             )
-        )
-    for name in built:  # the swap: exclusive locks from here to the commit only
+            sql.save_state(model.name, pg_model.sql, xmin, change, grain)
+        if subset:
+            sql.forget_state(_downstream(everything, set(rebuilt)) - set(rebuilt))
+    finally:
+        # Dropped on success; after an error the transaction is rolled back with them.
+        with contextlib.suppress(sa.exc.DBAPIError):
+            planner.drop_all()
+    for name in rebuilt:  # the swap: exclusive locks from here to the commit only
         relation = name.split(".", 1)[1]
         conn.exec_driver_sql(f"drop table if exists {name}")
         conn.exec_driver_sql(f"alter table {name}{NEW_SUFFIX} rename to {relation}")
     return results
+
+
+_builds = itertools.count()
+
+
+def _build_one(
+    conn: sa.Connection,
+    sql: PgBuildSQL,
+    model: Model,
+    planner: Planner,
+    state: dict[str, tuple[str, Watermark]],
+    xmax: int,
+    rebuilt: list[str],
+    full_refresh: bool,
+) -> tuple[BuildResult, Change]:
+    """Build one model (its ``sql`` the PostgreSQL SELECT), incrementally or in full."""
+    started = time.perf_counter()
+    previous = state.get(model.name)
+    reason = full_reason(model, previous, sql.exists(model.name), full_refresh, set(rebuilt))
+    if not reason and previous is not None:
+        reason = sql.stale_reason(previous[1], xmax)
+    since = previous[1] if previous else None
+    change = Change("full", reason=reason) if reason else planner.apply(model, since)
+    table = model.name
+    if change.mode == "full":
+        table = f"{model.name}{NEW_SUFFIX}"
+        conn.exec_driver_sql(f"drop table if exists {table}")
+        select = _retarget(model.sql, rebuilt)
+        conn.exec_driver_sql(f"create table {table} as\n{select}".replace("%", "%%"))
+        _document(conn, model, table)
+    rows = conn.exec_driver_sql(f"select count(*) from {table}").scalar_one()
+    seconds = time.perf_counter() - started
+    logger.debug(
+        "built %s %s (%s rows, %d keys%s) in %.3fs",
+        change.mode,
+        model.name,
+        rows,
+        change.keys,
+        f": {change.reason}" if change.reason else "",
+        seconds,
+    )
+    result = BuildResult(
+        name=model.name,
+        materialization="table",
+        rows=int(rows),
+        seconds=seconds,
+        mode=change.mode,
+        keys=change.keys,
+        reason=change.reason,
+    )
+    return result, change

@@ -3,7 +3,8 @@
 The raw tables are derived from ``tables.RAW_TABLES`` (never copied by hand): each declared
 type maps to a Core type, and ``NOT NULL`` and the soft-delete default carry over. The meta
 tables are those of ``tables.META_DDL`` and ``incremental.STATE_DDL``, declared here in Core;
-a test checks that they keep the same columns, types, nullability and keys as those DDLs.
+a test checks that they keep the same columns, types, nullability and keys as those DDLs
+(but ``PG_ONLY_COLUMNS``: ``meta.model_state.watermark_xid``, see ``pg/build_sql.py``).
 
 JSON columns (``_payload``, ``row_data``, ``payload``, ``value``) are PostgreSQL ``json``, not
 ``jsonb``: ``json`` keeps the text exactly as loaded (the compact, key-sorted form
@@ -28,12 +29,15 @@ from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from robofy_etl.warehouse.tables import RAW_TABLES, SCHEMAS, RawTable
 
-__all__ = ["METADATA", "SCHEMA_LOCK", "create_all", "ddl", "raw_table"]
+__all__ = ["METADATA", "PG_ONLY_COLUMNS", "SCHEMA_LOCK", "create_all", "ddl", "raw_table"]
 
 METADATA = sa.MetaData()
 # pg_advisory_xact_lock key taken by create_all, so two processes creating the schema at the
 # same time do not collide on the catalog ("duplicate key value violates unique constraint").
 SCHEMA_LOCK = 0x526F626F66790001
+# Columns PostgreSQL has beyond the DuckDB tables: (schema, table, column). The incremental
+# watermark of a model build is a transaction id there, a time on DuckDB (pg/build_sql.py).
+PG_ONLY_COLUMNS = frozenset({("meta", "model_state", "watermark_xid")})
 
 # tables.py type (first word) -> Core type. VARCHAR is String() (VARCHAR without a length).
 _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
@@ -182,6 +186,8 @@ META: dict[str, sa.Table] = {
             _c("grain_rows", _B, null=True),
             _c("grain_duplicates", _B, null=True),
             _c("grain_null_keys", _B, null=True),
+            # PostgreSQL only: the incremental watermark as a transaction id (pg/build_sql.py).
+            _c("watermark_xid", _B, null=True),
             key=("model",),
         ),
     )

@@ -310,15 +310,21 @@ class PgWarehouse:
             return state.outstanding(conn, stream)
 
     def build_models(
-        self, models: Sequence[Model] | None = None, *, select: Iterable[str] | None = None
+        self,
+        models: Sequence[Model] | None = None,
+        *,
+        select: Iterable[str] | None = None,
+        full_refresh: bool = False,
     ) -> list[BuildResult]:
-        """Build the SQL models in full, in one transaction (see ``pg/models.py``).
+        """Bring the SQL models up to date, incrementally, in one transaction (``pg/models.py``).
 
         Readers see the previous staging and mart tables until it commits, the new ones after.
+        Loads run meanwhile: the build reads one snapshot and waits for none of them.
 
         Args:
             models: the models to consider; defaults to ``discover()``.
-            select: relation names to build; defaults to all.
+            select: relation names to build (rebuilt in full); defaults to all, incrementally.
+            full_refresh: rebuild every selected model from everything.
 
         Raises:
             ModelError: if a model cannot be transpiled or its SQL fails (names the file).
@@ -329,8 +335,8 @@ class PgWarehouse:
         with self.connect() as conn:
             if not self._initialized:
                 self._create_all(conn)
-            with conn.begin():
-                return pg_models.build(conn, models, select=select)
+            with pg_models.build_transaction(conn):
+                return pg_models.build(conn, models, select=select, full_refresh=full_refresh)
 
     def publish(self, target: object = None) -> None:
         """Nothing to copy: on PostgreSQL, readers query the marts directly."""

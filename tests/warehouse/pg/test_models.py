@@ -12,7 +12,6 @@ import datetime as dt
 import decimal
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from robofy_etl.warehouse import models
-from robofy_etl.warehouse.models import ModelBuildError
+from robofy_etl.warehouse.models import BuildResult, ModelBuildError
 from robofy_etl.warehouse.pg import models as pg_models
-from robofy_etl.warehouse.pg.load import copy_arrow
-from robofy_etl.warehouse.pg.schema import create_all
-from robofy_etl.warehouse.tables import RAW_TABLES
-from tests.sql.conftest import seed
 
 pytestmark = pytest.mark.slow
 
@@ -124,39 +119,19 @@ def assert_same_tables(pg: dict[str, Any], reference: dict[str, Any]) -> None:
         assert pg[name][1] == rows, name
 
 
-@pytest.fixture
-def seeded(pg_url: sa.URL, tmp_path: Path) -> Iterator[tuple[sa.Engine, duckdb.DuckDBPyConnection]]:
-    """DuckDB and PostgreSQL holding the same raw rows; the models built on DuckDB."""
-    path = tmp_path / "hand.duckdb"
-    dconn = duckdb.connect(str(path))
-    seed(dconn)
-    dconn.execute("begin")
-    models.build(dconn)
-    dconn.execute("commit")
-    engine = sa.create_engine(pg_url, connect_args={"options": "-c timezone=UTC"})
-    with engine.begin() as conn:
-        create_all(conn)
-        for table in RAW_TABLES.values():
-            names = [n for n, _ in table.all_columns]
-            select = ", ".join(f"{n}::varchar as {n}" if n == "_payload" else n for n in names)
-            copy_arrow(
-                conn,
-                table.relation,
-                dconn.sql(f"select {select} from {table.relation}").to_arrow_table(),
-            )
-    try:
-        yield engine, dconn
-    finally:
-        engine.dispose()
-        dconn.close()
+def build_on(
+    engine: sa.Engine, model_list: list[models.Model] | None = None, **options: Any
+) -> list[BuildResult]:
+    """Build the models on PostgreSQL as PgWarehouse does: in ``build_transaction``."""
+    with engine.connect() as conn, pg_models.build_transaction(conn):
+        return pg_models.build(conn, model_list, **options)
 
 
 def test_every_model_builds_with_duckdbs_rows(
     seeded: tuple[sa.Engine, duckdb.DuckDBPyConnection],
 ) -> None:
     engine, dconn = seeded
-    with engine.begin() as conn:
-        results = pg_models.build(conn)
+    results = build_on(engine)
     assert [r.name for r in results] == [
         m.name for m in models.topological_order(models.discover())
     ]
@@ -183,9 +158,9 @@ def test_every_model_builds_with_duckdbs_rows(
         )
     ]
     assert comment  # the header's column docs, as on DuckDB
-    # A second build replaces the tables with the same rows.
-    with engine.begin() as conn:
-        pg_models.build(conn)
+    # A second build finds nothing changed; a full refresh replaces the tables, same rows.
+    assert {r.mode for r in build_on(engine)} == {"unchanged"}
+    assert {r.mode for r in build_on(engine, full_refresh=True)} == {"full"}
     with engine.connect() as conn:
         assert_same_tables(pg_tables(conn), duckdb_tables(dconn))
 
@@ -194,8 +169,7 @@ def test_a_failing_build_leaves_the_previous_marts(
     seeded: tuple[sa.Engine, duckdb.DuckDBPyConnection], tmp_path: Path
 ) -> None:
     engine, _ = seeded
-    with engine.begin() as conn:
-        pg_models.build(conn)
+    build_on(engine)
     with engine.connect() as conn:
         before = pg_tables(conn)
     broken = tmp_path / "sql"
@@ -211,8 +185,8 @@ def test_a_failing_build_leaves_the_previous_marts(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(variant.read_text())
     failing = pytest.raises(ModelBuildError, match=r"projects\.sql .*invalid input syntax")
-    with failing, engine.begin() as conn:
-        pg_models.build(conn, models.discover(broken))
+    with failing:
+        build_on(engine, models.discover(broken), full_refresh=True)
     with engine.connect() as conn:
         assert pg_tables(conn) == before
 
@@ -244,8 +218,7 @@ def test_a_reader_never_sees_a_missing_or_empty_mart_during_a_build(
     seeded: tuple[sa.Engine, duckdb.DuckDBPyConnection],
 ) -> None:
     engine, _ = seeded
-    with engine.begin() as conn:
-        pg_models.build(conn)
+    build_on(engine)
     counts: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -265,8 +238,7 @@ def test_a_reader_never_sees_a_missing_or_empty_mart_during_a_build(
     reader.start()
     try:
         for _ in range(3):
-            with engine.begin() as conn:
-                pg_models.build(conn)
+            build_on(engine, full_refresh=True)
     finally:
         stop.set()
         reader.join()

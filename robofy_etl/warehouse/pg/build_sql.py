@@ -1,0 +1,227 @@
+"""The PostgreSQL spellings of an incremental model build, and its state in ``meta.model_state``.
+
+``incremental.Planner`` plans every build (touched keys, cuts, deltas, when to go full); this
+module is what PostgreSQL spells its own way: ``ctid`` for DuckDB's ``rowid`` (deleted with a
+TID scan), a column list for ``* exclude (_row)``, ``drop`` + ``create temp table`` for
+``create or replace``, short numbered temp-table names (PostgreSQL cuts names at 63 bytes),
+removed keys read from ``row_data`` through the try-cast helpers of ``pg/models.py``, and the
+watermark.
+
+The watermark is a transaction id, not a time. On DuckDB one writer at a time means "rows
+stamped after the last build" is exactly what changed since. On PostgreSQL loads of different
+slices run at once and ``_loaded_at`` is when the loading *transaction* began
+(``PgTransaction.loaded_at``), before it took any lock: a load that began before the last build
+read its watermark and committed after it would stamp its rows earlier than the watermark, and
+a time watermark would skip them for good. Waiting for the loads in flight (their advisory
+locks) does not close that gap either: a transaction that has begun but not yet taken its
+locks is invisible to them.
+
+So a build runs in a REPEATABLE READ transaction, which reads one snapshot from its first
+statement to its commit, and records ``watermark_xid``: the snapshot's ``xmin``, the oldest
+transaction still in flight when it was taken (``pg_snapshot_xmin(pg_current_snapshot())``).
+Every transaction that committed rows the build did *not* see was in flight then or began
+later, so its id is at least that ``xmin`` (and so are the ids of its subtransactions). The
+next build treats as changed every raw (and ``meta.removed_rows``) row whose ``xmin`` system
+column is at least the watermark: nothing committed after a build's snapshot is ever missed,
+whatever its ``_loaded_at``; rows a build saw but that committed after its ``xmin`` are simply
+read twice (replacing a key's rows is idempotent). The comparison is ``age(xmin)`` against
+the watermark's age, both taken from the same point of the same transaction, so it needs no
+64-bit id per row; a watermark more than ``STALE_XIDS`` transactions old (where 32-bit ids
+would wrap) rebuilds the model in full instead.
+
+Builds take turns through ``models.BUILD_LOCK``, taken before the transaction's snapshot (see
+``pg.models.build_transaction``): a build that waited for another one would otherwise read
+the marts and state from before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from robofy_etl.warehouse.incremental import Change, Watermark, fingerprint, grain_sql
+
+__all__ = ["STALE_XIDS", "PgBuildSQL"]
+
+logger = logging.getLogger(__name__)
+
+# A watermark older than this many transactions is not compared (32-bit ids wrap at 2**31):
+# the model is rebuilt in full. At 1,000 transactions a second that is 12 days without a build.
+STALE_XIDS = 2**30
+
+# tables.py key types -> the try-cast helper reading them from JSON text (pg/models.py).
+_HELPERS = {
+    "BIGINT": "meta.try_cast_bigint",
+    "INTEGER": "meta.try_cast_integer",
+    "BOOLEAN": "meta.try_cast_boolean",
+    "DOUBLE": "meta.try_cast_double_precision",
+    "TIMESTAMP": "meta.try_cast_timestamp",
+    "DATE": "meta.try_cast_date",
+}
+
+# The column PostgreSQL's meta.model_state has beyond DuckDB's (pg/schema.py).
+_ADD_XID = "alter table meta.model_state add column if not exists watermark_xid BIGINT"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PgBuildSQL:
+    """``incremental.BuildSQL`` on a SQLAlchemy connection to PostgreSQL (psycopg 3), inside
+    the build's REPEATABLE READ transaction."""
+
+    row_id = "ctid"
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._ages: dict[int, int] = {}
+
+    # -- statements -------------------------------------------------------------------------
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        if params:
+            raise ValueError("PgBuildSQL inlines its values; it takes no parameters")
+        # No parameters: a literal % must not read as a placeholder.
+        result = self.conn.exec_driver_sql(sql.replace("%", "%%"))
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.rows(sql, params)
+
+    def temp_name(self, tag: str, kind: str, relation: str, n: int) -> str:
+        del relation
+        return f"{tag}_{n}_{kind}"
+
+    def temp_table(self, name: str, select: str, params: Mapping[str, Any] | None = None) -> None:
+        self.run(f"drop table if exists {name}")
+        self.run(f"create temp table {name} on commit drop as\n{select}", params)
+        self.run(f"analyze {name}")  # temp tables are never analyzed by autovacuum
+
+    def changed_since(self, stamp: str, since: Watermark) -> tuple[str, dict[str, Any]]:
+        del stamp  # every row version carries the transaction that wrote it
+        if not isinstance(since, int):
+            return "true", {}
+        return f"age(xmin) between 0 and {self._age(since)}", {}
+
+    def removed_key(self, column: str, sql_type: str) -> str:
+        text = f"(row_data->>'{column}')"
+        helper = _HELPERS.get(sql_type.upper())
+        return f"{helper}({text})" if helper else text
+
+    def delete_rows(self, relation: str, old: str) -> None:
+        self.run(f"delete from {relation} where ctid = any(array(select _row from {old}))")
+
+    def without_row_id(self, table: str) -> str:
+        names = self.conn.exec_driver_sql(f"select * from {table} limit 0").keys()
+        return ", ".join(_q(n) for n in names if n != "_row")
+
+    def _age(self, xid: int) -> int:
+        """``age()`` of the 32-bit form of ``xid``, from this transaction's fixed reference."""
+        if xid not in self._ages:
+            self._ages[xid] = int(self.rows(f"select age('{xid % 2**32}'::xid)")[0][0])
+        return self._ages[xid]
+
+    # -- state ------------------------------------------------------------------------------
+
+    def prepare_state(self) -> None:
+        """Give ``meta.model_state`` its PostgreSQL column if a warehouse predates it."""
+        present = self.rows(
+            "select 1 from information_schema.columns where table_schema = 'meta'"
+            " and table_name = 'model_state' and column_name = 'watermark_xid'"
+        )
+        if not present:
+            self.run(_ADD_XID)
+
+    def watermark_now(self) -> tuple[int, int]:
+        """``(xmin, xmax)`` of this transaction's snapshot, as 64-bit transaction ids."""
+        row = self.rows(
+            "select pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+            " from pg_current_snapshot() as s"
+        )[0]
+        return int(row[0]), int(row[1])
+
+    def load_state(self) -> dict[str, tuple[str, Watermark]]:
+        """``model -> (fingerprint, watermark_xid)`` of every model built so far."""
+        rows = self.rows("select model, fingerprint, watermark_xid from meta.model_state")
+        return {str(m): (str(f), None if w is None else int(w)) for m, f, w in rows}
+
+    @staticmethod
+    def stale_reason(watermark: Watermark, xmax: int) -> str:
+        """Why a model's watermark cannot be compared with row ids any more ("" if it can)."""
+        if watermark is None:
+            return "its state has no transaction watermark (built before PostgreSQL kept one)"
+        if isinstance(watermark, int) and xmax - watermark > STALE_XIDS:
+            return f"its watermark is {xmax - watermark} transactions old"
+        return ""
+
+    def grain_counts(self, relation: str, key: Sequence[str]) -> tuple[int, int, int]:
+        """``(rows, duplicate keys, rows with a null key column)`` of ``relation`` on ``key``."""
+        row = self.rows(grain_sql(relation, key))[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def save_state(
+        self,
+        model: str,
+        sql: str,
+        watermark: int,
+        change: Change,
+        grain: tuple[int, int, int] | None,
+    ) -> None:
+        """Record a model's build (as ``incremental.save_state``; ``grain`` None keeps the
+        previous counts)."""
+        rows, duplicates, null_keys = grain or (None, None, None)
+        self.conn.execute(
+            sa.text(
+                """insert into meta.model_state (model, fingerprint, watermark, built_at, mode,
+                       keys_rebuilt, grain_rows, grain_duplicates, grain_null_keys,
+                       watermark_xid)
+                   values (:model, :fingerprint, :now, :now, :mode, :keys, :rows, :duplicates,
+                       :null_keys, :xid)
+                   on conflict (model) do update set
+                       fingerprint = excluded.fingerprint,
+                       watermark = excluded.watermark,
+                       built_at = excluded.built_at,
+                       mode = excluded.mode,
+                       keys_rebuilt = excluded.keys_rebuilt,
+                       grain_rows = coalesce(excluded.grain_rows, model_state.grain_rows),
+                       grain_duplicates
+                           = coalesce(excluded.grain_duplicates, model_state.grain_duplicates),
+                       grain_null_keys
+                           = coalesce(excluded.grain_null_keys, model_state.grain_null_keys),
+                       watermark_xid = excluded.watermark_xid"""
+            ),
+            {
+                "model": model,
+                "fingerprint": fingerprint(sql),
+                "now": self._now(),
+                "mode": change.mode,
+                "keys": change.keys,
+                "rows": rows,
+                "duplicates": duplicates,
+                "null_keys": null_keys,
+                "xid": watermark,
+            },
+        )
+
+    def _now(self) -> datetime:
+        """When this build's snapshot was taken, about (its transaction's start), naive UTC."""
+        value = self.rows("select transaction_timestamp() at time zone 'utc'")[0][0]
+        assert isinstance(value, datetime)
+        return value
+
+    def forget_state(self, models: Iterable[str]) -> None:
+        """Mark models as needing a full rebuild next time."""
+        names = sorted(models)
+        if names:
+            self.conn.execute(
+                sa.text("delete from meta.model_state where model = any(:names)"),
+                {"names": names},
+            )
+
+    def exists(self, relation: str) -> bool:
+        return bool(self.rows(f"select to_regclass('{relation}') is not null")[0][0])

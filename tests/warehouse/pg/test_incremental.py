@@ -1,0 +1,358 @@
+"""Incremental model builds on PostgreSQL (warehouse/pg/models.py, pg/build_sql.py).
+
+The hand-written account is loaded into DuckDB and PostgreSQL (the ``seeded`` fixture); then
+the same loads (``replace_slice`` / ``merge_snapshot`` of each back end, same rows, same
+lineage) change both, each back end builds its models incrementally, and every staging and
+mart table of PostgreSQL must hold DuckDB's rows, and those of a full rebuild. The watermark's
+hard case is played out with two real transactions: a load that began before a build and
+commits after it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+
+from robofy_etl.warehouse import load as duck_load
+from robofy_etl.warehouse import models
+from robofy_etl.warehouse.incremental import rewrite_sources
+from robofy_etl.warehouse.load import Slice
+from robofy_etl.warehouse.models import ModelBuildError
+from robofy_etl.warehouse.pg import load as pg_load
+from robofy_etl.warehouse.pg import models as pg_models
+from robofy_etl.warehouse.pg.warehouse import PgWarehouse
+from robofy_etl.warehouse.tables import RAW_TABLES
+from tests.sql.conftest import BOT_WA, BOT_WEB, S1, S2
+from tests.warehouse.pg.test_models import (
+    assert_same_tables,
+    build_on,
+    duckdb_tables,
+    pg_tables,
+)
+
+pytestmark = pytest.mark.slow
+
+Seeded = tuple[sa.Engine, duckdb.DuckDBPyConnection]
+MESSAGES = "robofy__chat_messages"
+
+
+def stored_rows(dconn: duckdb.DuckDBPyConnection, table: str, where: str) -> list[dict[str, Any]]:
+    """Rows of ``raw.<table>`` as a load would bring them back (typed columns, payload, slice)."""
+    columns = [*RAW_TABLES[table].column_names, "_payload", "_slice"]
+    result = dconn.execute(f"select {', '.join(columns)} from raw.{table} where {where}")
+    rows = [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+    for row in rows:
+        row["_payload"] = json.loads(row["_payload"])
+    return rows
+
+
+def load_both(
+    seeded: Seeded,
+    table: str,
+    rows: list[dict[str, Any]],
+    slc: Slice,
+    loaded_at: datetime,
+    snapshot: bool = False,
+) -> None:
+    """The same load into both back ends, committed."""
+    engine, dconn = seeded
+    options: dict[str, Any] = {"loaded_at": loaded_at, "run_id": f"run-{loaded_at:%H%M%S}"}
+    dconn.execute("begin")
+    if snapshot:
+        duck_load.merge_snapshot(dconn, table, rows, slc.within, **options)
+    else:
+        duck_load.replace_slice(dconn, table, rows, slc, **options)
+    dconn.execute("commit")
+    with engine.begin() as conn:
+        if snapshot:
+            pg_load.merge_snapshot(conn, table, rows, slc.within, **options)
+        else:
+            pg_load.replace_slice(conn, table, rows, slc, **options)
+
+
+def build_duckdb(dconn: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> None:
+    dconn.execute("begin")
+    models.build(dconn, full_refresh=full_refresh)
+    dconn.execute("commit")
+
+
+def assert_same_as_duckdb(seeded: Seeded) -> dict[str, Any]:
+    engine, dconn = seeded
+    with engine.connect() as conn:
+        got = pg_tables(conn)
+    assert_same_tables(got, duckdb_tables(dconn))
+    return got
+
+
+def model_state(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
+    """``model -> (mode, keys_rebuilt, grain_rows, grain_duplicates, watermark_xid)``."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select model, mode, keys_rebuilt, grain_rows, grain_duplicates, watermark_xid"
+            " from meta.model_state"
+        ).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def session_messages(dconn: duckdb.DuckDBPyConnection, session: str) -> list[dict[str, Any]]:
+    return stored_rows(dconn, MESSAGES, f"session_id = '{session}' order by ordinal")
+
+
+def test_incremental_builds_equal_duckdb_and_a_full_rebuild(seeded: Seeded) -> None:
+    engine, dconn = seeded
+    first = build_on(engine)
+    assert {r.mode for r in first} == {"full"}
+    assert_same_as_duckdb(seeded)
+
+    # A conversation continues: one message edited, one removed (archived in removed_rows).
+    messages = session_messages(dconn, S1)
+    assert len(messages) >= 2
+    messages[0]["_payload"]["parts"][0]["text"] = "edited on the second day"
+    kept = messages[:-1]
+    load_both(
+        seeded,
+        MESSAGES,
+        kept,
+        Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]}),
+        datetime(2026, 4, 27, 8, 0),
+    )
+    build_duckdb(dconn)
+    modes = {r.name: r.mode for r in build_on(engine)}
+    assert modes["staging.stg_robofy__chat_messages"] == "incremental", modes
+    assert modes["marts.messages"] == "incremental", modes
+    assert modes["marts.sessions"] == "incremental", modes
+    assert modes["staging.stg_robofy__leads"] == "unchanged", modes
+    state = model_state(engine)
+    mode, keys, checked, duplicates, xid = state["marts.messages"]
+    assert (mode, keys, duplicates) == ("incremental", 1, 0)
+    with engine.connect() as conn:
+        total = conn.exec_driver_sql("select count(*) from marts.messages").scalar_one()
+    assert 0 < checked < total  # the grain check counted the rows this build wrote
+    assert xid is not None
+    assert_same_as_duckdb(seeded)
+
+    # A chatbot is renamed: a lookup change touches every session of that chatbot.
+    bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
+    assert len(bots) == 1
+    bots[0]["_payload"]["name"] = "Renamed bot"
+    load_both(
+        seeded,
+        "robofy__chatbots",
+        bots,
+        Slice(within={"chatbot_id": [BOT_WA]}),
+        datetime(2026, 4, 27, 9, 0),
+        snapshot=True,
+    )
+    # A session vanishes from the listing (removed from raw with its messages).
+    sessions = stored_rows(dconn, "robofy__inbox_sessions", f"chatbot_id = '{BOT_WEB}'")
+    assert any(s["session_id"] == S2 for s in sessions)
+    load_both(
+        seeded,
+        "robofy__inbox_sessions",
+        [s for s in sessions if s["session_id"] != S2],
+        Slice(within={"chatbot_id": [BOT_WEB]}),
+        datetime(2026, 4, 27, 9, 30),
+    )
+    build_duckdb(dconn)
+    modes = {r.name: r.mode for r in build_on(engine)}
+    assert modes["marts.sessions"] == "incremental", modes
+    assert modes["marts.chatbots"] == "incremental", modes
+    incremental = assert_same_as_duckdb(seeded)
+
+    # A full rebuild from raw gives the same tables.
+    assert {r.mode for r in build_on(engine, full_refresh=True)} == {"full"}
+    with engine.connect() as conn:
+        assert_same_tables(pg_tables(conn), incremental)
+    assert {m for m, *_ in model_state(engine).values()} == {"full"}
+
+
+def test_a_load_that_commits_after_a_build_it_began_before_is_not_skipped(
+    seeded: Seeded,
+) -> None:
+    """Loads run while models build on PostgreSQL; ``_loaded_at`` is when a load's transaction
+    began. Two loads stamped *before* a build, committed *after* it read raw, with a third
+    committed in between stamped later: the next build still picks both up."""
+    engine, dconn = seeded
+    build_on(engine)
+    early, late = datetime(2026, 4, 27, 6, 0), datetime(2026, 4, 27, 7, 0)
+    s1 = session_messages(dconn, S1)
+    s1[0]["_payload"]["parts"][0]["text"] = "written by a slow load"
+    s1_slice = Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]})
+    s2 = session_messages(dconn, S2)
+    s2[0]["_payload"]["parts"][0]["text"] = "written by a load that waited"
+    s2_slice = Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S2]})
+    options = {"loaded_at": early, "run_id": "slow"}
+    with engine.connect() as slow, engine.connect() as waiting:
+        slow.begin()
+        pg_load.replace_slice(slow, MESSAGES, s1, s1_slice, **options)  # written, not committed
+        waiting.begin()
+        waiting.exec_driver_sql("select 1")  # begun, nothing written yet
+        # A load that began later commits first, stamped later than both.
+        bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
+        bots[0]["_payload"]["name"] = "Renamed while loads ran"
+        with engine.begin() as conn:
+            pg_load.merge_snapshot(
+                conn, "robofy__chatbots", bots, {"chatbot_id": [BOT_WA]}, loaded_at=late, run_id="x"
+            )
+        # The build neither waits for the loads in flight nor sees their rows.
+        assert "incremental" in {r.mode for r in build_on(engine)}
+        slow.commit()
+        # Its slice lock was held by the slow load: it writes only now, after the build.
+        pg_load.replace_slice(waiting, MESSAGES, s2, s2_slice, **options)
+        waiting.commit()
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "select count(*) from staging.stg_robofy__chat_messages"
+            " where left(text, 10) = 'written by'"
+        ).scalar_one()
+    assert stored == 0  # the build above ran before those loads committed
+    modes = {r.name: r.mode for r in build_on(engine)}
+    assert modes["marts.messages"] == "incremental", modes
+    # The same loads into DuckDB, one after the other, and a full build there.
+    dconn.execute("begin")
+    duck_load.merge_snapshot(
+        dconn, "robofy__chatbots", bots, {"chatbot_id": [BOT_WA]}, loaded_at=late, run_id="x"
+    )
+    duck_load.replace_slice(dconn, MESSAGES, s1, s1_slice, **options)
+    duck_load.replace_slice(dconn, MESSAGES, s2, s2_slice, **options)
+    dconn.execute("commit")
+    build_duckdb(dconn, full_refresh=True)
+    assert_same_as_duckdb(seeded)
+
+
+def _copy_models(tmp_path: Path) -> Path:
+    target = tmp_path / "sql"
+    shutil.copytree(models.SQL_DIR, target)
+    return target
+
+
+def test_a_changed_variant_file_rebuilds_its_model_and_what_reads_it_in_full(
+    seeded: Seeded, tmp_path: Path
+) -> None:
+    engine, _ = seeded
+    sql_dir = _copy_models(tmp_path)
+    build_on(engine, models.discover(sql_dir))
+    variant = sql_dir / "postgres" / "marts" / "leads.sql"
+    variant.write_text(variant.read_text() + "\n-- an edit to the PostgreSQL variant only\n")
+    results = {r.name: r for r in build_on(engine, models.discover(sql_dir))}
+    assert results["marts.leads"].mode == "full"
+    assert results["marts.leads"].reason == "its SQL changed since it was built"
+    assert results["marts.chatbot_daily_activity"].mode == "full"  # reads marts.leads
+    assert results["marts.sessions"].mode == "unchanged"
+    assert_same_as_duckdb(seeded)
+
+
+def test_selected_models_are_rebuilt_in_full_and_their_readers_next_time(seeded: Seeded) -> None:
+    engine, _ = seeded
+    build_on(engine)
+    results = build_on(engine, select=["marts.sessions"])
+    assert [(r.name, r.mode) for r in results] == [("marts.sessions", "full")]
+    state = model_state(engine)
+    assert "marts.chatbots" not in state  # reads marts.sessions: rebuilt in full next time
+    assert "marts.messages" in state
+    modes = {r.name: r.mode for r in build_on(engine)}
+    assert modes["marts.chatbots"] == "full"
+    assert modes["marts.messages"] == "unchanged"
+    assert_same_as_duckdb(seeded)
+
+
+def test_a_build_outside_build_transaction_is_refused(seeded: Seeded) -> None:
+    engine, _ = seeded
+    with (
+        pytest.raises(ModelBuildError, match=r"build_transaction.*read committed"),
+        engine.begin() as conn,
+    ):
+        pg_models.build(conn)
+
+
+def test_pg_warehouse_builds_incrementally_and_rebuilds_on_request(
+    seeded: Seeded, pg_url: sa.URL
+) -> None:
+    _, dconn = seeded
+    wh = PgWarehouse(pg_url)
+    try:
+        assert {r.mode for r in wh.build_models()} == {"full"}
+        assert {r.mode for r in wh.build_models()} == {"unchanged"}
+        assert {r.mode for r in wh.build_models(full_refresh=True)} == {"full"}
+        with wh.connect() as conn:  # the build lock was released with the build
+            assert (
+                conn.exec_driver_sql(
+                    "select count(*) from pg_locks where locktype = 'advisory'"
+                ).scalar_one()
+                == 0
+            )
+    finally:
+        wh.dispose()
+    assert_same_as_duckdb(seeded)
+    del dconn
+
+
+@pytest.mark.parametrize("model", models.discover(), ids=lambda m: m.name)
+def test_every_source_of_the_postgresql_sql_can_be_cut(model: models.Model) -> None:
+    """An incremental build reads each keyed source from a cut of it (``rewrite_sources``): the
+    PostgreSQL SQL (sqlglot's output, or a variant) must name each one where it can be found,
+    or the build would silently read it whole."""
+    sql, _ = pg_models.postgres_sql(model)
+    for source in model.sources:
+        cut = rewrite_sources(sql, {source.relation: "_robofy_cut"})
+        assert "_robofy_cut" in cut, source.relation
+        assert not re.search(rf"(?i)\b(from|join)\s+{re.escape(source.relation)}\b", cut)
+
+
+def test_a_reader_never_sees_an_incremental_build_half_done(seeded: Seeded) -> None:
+    """An incremental build deletes a key's rows and inserts them again; a reader polling that
+    key sees the same rows all along (one transaction), never none."""
+    engine, dconn = seeded
+    build_on(engine)
+    where = f"chatbot_id = '{BOT_WEB}' and session_id = '{S1}'"
+    with engine.connect() as conn:
+        expected = conn.exec_driver_sql(f"select count(*) from marts.messages where {where}")
+        before = expected.scalar_one()
+    assert before > 0
+    counts: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        try:
+            with engine.connect() as conn:
+                while not stop.is_set():
+                    query = f"select count(*) from marts.messages where {where}"
+                    counts.append(conn.exec_driver_sql(query).scalar_one())
+                    conn.rollback()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    messages = session_messages(dconn, S1)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        for run in range(3):
+            for message in messages:
+                message["_payload"]["edit"] = run
+            with engine.begin() as conn:
+                pg_load.replace_slice(
+                    conn,
+                    MESSAGES,
+                    messages,
+                    Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]}),
+                    loaded_at=datetime(2026, 4, 27, 10, run),
+                    run_id=f"edit-{run}",
+                )
+            modes = {r.name: r.mode for r in build_on(engine)}
+            assert modes["marts.messages"] == "incremental", modes
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert counts
+    assert set(counts) == {before}
