@@ -20,11 +20,12 @@ lock ``BUILD_LOCK`` (builds take turns), then one REPEATABLE READ transaction, t
 An incremental model has its touched keys' rows deleted and inserted in place (readers keep
 their MVCC snapshot: no lock beyond the rows). A model built in full goes into
 ``<schema>.<model>__robofy_new`` (models built in full later in the same run read each
-other's new tables), and at the end the old tables are dropped and the new ones renamed:
-readers see the previous marts until the commit and the new ones after, never an empty or
-missing table (PostgreSQL DDL is transactional; nothing is truncated). The exclusive locks the
-swap takes are held only from the swap to the commit, so a dashboard query waits for that
-moment at most, not for the whole build. Loads are not held off at all.
+other's new tables), and at the end its rows replace the old table's in place (``delete``,
+``insert``: no lock a reader waits for), or, when its columns changed, the old table is
+dropped and the new one renamed (retried while readers hold it; see ``_swap_in``): readers
+see the previous marts until the commit and the new ones after, never an empty or missing
+table (PostgreSQL DDL is transactional; nothing is truncated). Loads are not held off at
+all.
 """
 
 from __future__ import annotations
@@ -331,11 +332,84 @@ def build(
         # Dropped on success; after an error the transaction is rolled back with them.
         with contextlib.suppress(sa.exc.DBAPIError):
             planner.drop_all()
-    for name in rebuilt:  # the swap: exclusive locks from here to the commit only
-        relation = name.split(".", 1)[1]
-        conn.exec_driver_sql(f"drop table if exists {name}")
-        conn.exec_driver_sql(f"alter table {name}{NEW_SUFFIX} rename to {relation}")
+    _swap_in(conn, [model for model in ordered if model.name in rebuilt])
     return results
+
+
+# Replacing a table (DROP, RENAME) waits for its readers: give up on the attempt after this
+# long, below PostgreSQL's default deadlock_timeout (1 s), so a reader waiting on a table this
+# build already replaced gets it back first; then try again, for about this many seconds.
+SWAP_LOCK_TIMEOUT_MS = 500
+SWAP_PATIENCE_S = 300.0
+
+
+def _swap_in(conn: sa.Connection, models: Sequence[Model]) -> None:
+    """Put the models built in full in place of their tables, without deadlocking readers.
+
+    A table whose columns did not change gets the new rows in place (``delete``, ``insert``,
+    its documentation again): row locks only, which no reader's lock conflicts with, so a
+    dashboard reading several marts in one transaction never waits for the build (before, one
+    DROP and RENAME per table took exclusive locks one table at a time, and a reader holding a
+    mart while asking for one already swapped deadlocked with the build, which PostgreSQL then
+    cancelled). A table whose columns changed (its SQL did) is replaced by DROP and RENAME, all
+    of them in one attempt that gives up after ``SWAP_LOCK_TIMEOUT_MS`` on a lock and retries.
+    """
+    replace_tables: list[Model] = []
+    for model in models:
+        new = f"{model.name}{NEW_SUFFIX}"
+        if _columns(conn, model.name) != _columns(conn, new):
+            replace_tables.append(model)
+            continue
+        conn.exec_driver_sql(f"delete from {model.name}")
+        conn.exec_driver_sql(f"insert into {model.name} select * from {new}")
+        conn.exec_driver_sql(f"drop table {new}")
+        _document(conn, model, model.name)
+    if not replace_tables:
+        return
+    deadline = time.monotonic() + SWAP_PATIENCE_S
+    pause = 0.05
+    while True:
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"set local lock_timeout = '{SWAP_LOCK_TIMEOUT_MS}ms'")
+                for model in replace_tables:
+                    conn.exec_driver_sql(f"drop table if exists {model.name}")
+                    conn.exec_driver_sql(
+                        f"alter table {model.name}{NEW_SUFFIX} rename to {model.relation}"
+                    )
+            break
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _LOCK_WAITS:
+                raise
+            if time.monotonic() > deadline:
+                raise ModelBuildError(
+                    f"could not replace {', '.join(m.name for m in replace_tables)} (their "
+                    f"columns changed) in {SWAP_PATIENCE_S:.0f} s: readers kept them open; "
+                    "end those sessions or rebuild when dashboards are idle"
+                ) from None
+            logger.info("replacing changed tables: readers hold them; trying again")
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+    conn.exec_driver_sql("set local lock_timeout to default")
+
+
+# lock_not_available (lock_timeout) and deadlock_detected.
+_LOCK_WAITS = frozenset({"55P03", "40P01"})
+
+
+def _columns(conn: sa.Connection, relation: str) -> list[tuple[str, str]]:
+    """``(name, type)`` of a table's columns in order; empty if it does not exist."""
+    schema, name = relation.split(".", 1)
+    rows = conn.execute(
+        sa.text(
+            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a"
+            " join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = :schema and c.relname = :name and a.attnum > 0"
+            " and not a.attisdropped order by a.attnum"
+        ),
+        {"schema": schema, "name": name},
+    ).all()
+    return [(str(column), str(typ)) for column, typ in rows]
 
 
 _builds = itertools.count()
