@@ -223,7 +223,26 @@ def create_all(conn: sa.Connection) -> None:
     """Create the schemas, raw and meta tables and indexes that do not exist yet (idempotent).
 
     Runs in the caller's transaction, under an advisory lock, so concurrent callers take turns.
+    Only what is missing is created: ``create index if not exists`` would take a SHARE lock on
+    its table even when the index is there, and every process initializes once, so a sync
+    starting while another one loads would queue behind (and deadlock with) that load's
+    writes. Creating a table that exists takes no lock on it.
     """
     conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-    for statement in ddl():
-        conn.exec_driver_sql(statement)
+    existing = set(
+        conn.execute(
+            sa.text(
+                "select schemaname || '.' || indexname from pg_indexes"
+                " where schemaname = any(:schemas)"
+            ),
+            {"schemas": list(SCHEMAS)},
+        ).scalars()
+    )
+    dialect = conn.dialect
+    for schema in SCHEMAS:
+        conn.exec_driver_sql(str(CreateSchema(schema, if_not_exists=True).compile(dialect=dialect)))
+    for table in METADATA.sorted_tables:
+        conn.exec_driver_sql(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            if f"{table.schema}.{index.name}" not in existing:
+                conn.exec_driver_sql(str(CreateIndex(index).compile(dialect=dialect)))

@@ -94,3 +94,18 @@ def test_create_all_on_postgresql_is_idempotent_and_matches(pg_url: sa.URL, tmp_
     assert got == expected
     assert indexes == 3 * len(RAW_TABLES)  # _slice, the key, _run_id
     assert {"raw", "staging", "marts", "meta"} <= schemas
+
+
+def test_initializing_an_existing_warehouse_waits_for_no_load(pg_engine: sa.Engine) -> None:
+    """Every process creates what is missing once. While another process is loading (its
+    transaction holds ROW EXCLUSIVE on the raw tables), that must not wait for the load: a
+    ``create index if not exists`` did (a SHARE lock, even for an index that exists), and two
+    syncs starting at once deadlocked that way."""
+    with pg_engine.begin() as conn:
+        create_all(conn)
+    with pg_engine.connect() as load, load.begin():
+        for table in RAW_TABLES.values():
+            load.exec_driver_sql(f"lock table {table.relation} in row exclusive mode")
+        with pg_engine.connect() as other, other.begin():
+            other.exec_driver_sql("set local lock_timeout = '2s'")
+            create_all(other)  # LockNotAvailable after 2 s if it waits for the load
