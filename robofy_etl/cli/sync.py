@@ -91,8 +91,6 @@ class SyncOutcome:
     problems: list[str] = field(default_factory=list)
     quarantined: int = 0
     interrupted: bool = False
-    # A step failed with WarehouseUnsupportedError (DuckDB-only SQL asked of PostgreSQL).
-    models_unsupported: bool = False
 
     @property
     def failed_checks(self) -> list[str]:
@@ -207,7 +205,6 @@ def run_sync(
                 "DagsterExecutionInterruptedError" in message or "KeyboardInterrupt" in message
                 for message in classes
             )
-            outcome.models_unsupported = "WarehouseUnsupportedError" in classes
     return outcome
 
 
@@ -287,17 +284,6 @@ def _mart_counts(db_path: str) -> list[tuple[str, int]]:
 
 
 def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) -> None:
-    if outcome.models_unsupported and len(outcome.errors) == 1:
-        # PostgreSQL: everything loaded, but the SQL models do not run there yet (exit 1).
-        print(
-            f"\nSync loaded the raw and meta tables in {outcome.seconds:.1f}s (Dagster run "
-            f"{outcome.run_id[:8]}), but did NOT build the SQL models (staging, marts):",
-            file=out,
-        )
-        print(f"  {outcome.errors[0]}", file=out)
-        _print_loads(outcome, out)
-        _print_problems(outcome, out)
-        return
     if not outcome.success:
         print("\nSync failed:", file=out)
         for message in outcome.errors:

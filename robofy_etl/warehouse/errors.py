@@ -5,7 +5,7 @@ WarehouseError
 ├── WarehouseLockedError    another process held the file's write lock too long
 ├── WarehouseMemoryError    DuckDB needed more than ROBOFY_DUCKDB_MEMORY_LIMIT
 ├── WarehouseFileError      the file is no usable warehouse: damaged, not DuckDB, too new, ...
-└── WarehouseUnsupportedError  this back end cannot do that yet (the SQL models on PostgreSQL)
+└── WarehouseUnsupportedError  this back end cannot do that (DuckDB-only work asked of PostgreSQL)
 ```
 """
 
