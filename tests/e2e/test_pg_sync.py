@@ -3,7 +3,7 @@
 Each test runs the real pipeline (``run_sync``, or the ``robofy-etl sync`` command as a process)
 against the simulator over loopback HTTP into a fresh database of the throwaway cluster
 (``pg_url``), and compares the raw tables, lineage aside, with the same sync into a DuckDB file.
-The SQL models are built on PostgreSQL too (full builds, warehouse/pg/models.py) and every mart
+The SQL models are built on PostgreSQL too (incrementally, warehouse/pg/models.py) and every mart
 has DuckDB's rows; the data-quality checks run there too (the same queries, warehouse/quality.py)
 and report what they report on DuckDB, and they find a defect the run wrote.
 """
