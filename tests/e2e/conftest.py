@@ -30,7 +30,8 @@ from tests.pg import PgCluster
 SIM_END = datetime(2026, 10, 15, 6, 0)  # the simulator clock; tiny covers the 7 days before
 FIRST_DAY = date(2026, 10, 8)
 LAST_DAY = date(2026, 10, 15)
-LINEAGE = {"_loaded_at", "_run_id", "_deleted_at", "loaded_at", "run_id"}
+# _xid: the PostgreSQL transaction that wrote a raw or removed row (pg/schema.py).
+LINEAGE = {"_loaded_at", "_run_id", "_deleted_at", "loaded_at", "run_id", "_xid"}
 
 both_backends = pytest.mark.parametrize("pipeline", ["duckdb", "postgresql"], indirect=True)
 """Run the test on DuckDB and again on PostgreSQL (``pipeline`` is then a ``PgPipeline``)."""

@@ -47,6 +47,7 @@ from robofy_etl.warehouse.load import (
     get_raw_table,
 )
 from robofy_etl.warehouse.pg.locks import lock_slice
+from robofy_etl.warehouse.pg.schema import CURRENT_XID
 from robofy_etl.warehouse.tables import RawTable
 
 __all__ = ["copy_arrow", "count_slice", "merge_snapshot", "replace_slice"]
@@ -286,8 +287,9 @@ def _insert(
     return _run(
         conn,
         f"""
-        insert into {table.relation} ({cols}, _payload, _loaded_at, _run_id)
-        select {cols}, _payload::json, %(loaded_at)s, %(run_id)s from {source} where {where}
+        insert into {table.relation} ({cols}, _payload, _loaded_at, _run_id, _xid)
+        select {cols}, _payload::json, %(loaded_at)s, %(run_id)s, {CURRENT_XID} from {source}
+        where {where}
         """,
         {"loaded_at": loaded_at, "run_id": run_id},
     )
@@ -305,12 +307,16 @@ def _archive_removed(
     """Copy the slice's rows whose key the incoming rows lack into ``meta.removed_rows``."""
     key = ", ".join(f"t.{_q(k)}" for k in table.key)
     key_match = " and ".join(f"s.{_q(k)} = t.{_q(k)}" for k in table.key)
+    # The row as DuckDB archives it: its declared columns, not the PostgreSQL-only _xid.
+    row = ", ".join(f"t.{_q(name)}" for name, _ in table.all_columns)
     _run(
         conn,
         f"""
         insert into meta.removed_rows
-        select %(stream)s, concat_ws('/', {key}), t._slice, %(reason)s, to_json(t), %(run_id)s,
-               %(removed_at)s
+            (stream, key, slice, reason, row_data, run_id, removed_at, _xid)
+        select %(stream)s, concat_ws('/', {key}), t._slice, %(reason)s,
+               (select to_json(r) from (select {row}) as r), %(run_id)s, %(removed_at)s,
+               {CURRENT_XID}
         from {table.relation} as t
         where {pred.sql("t")} and not exists (select 1 from {status} s where {key_match})
         """,
@@ -422,7 +428,7 @@ def merge_snapshot(
         f"""
         update {table.relation} as t
         set _is_deleted = true, _deleted_at = %(loaded_at)s, _loaded_at = %(loaded_at)s,
-            _run_id = %(run_id)s
+            _run_id = %(run_id)s, _xid = {CURRENT_XID}
         where {pred.sql("t")} and not t._is_deleted
           and not exists (select 1 from {status} s where {key_match})
         """,

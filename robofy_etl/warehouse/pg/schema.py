@@ -37,7 +37,16 @@ METADATA = sa.MetaData()
 SCHEMA_LOCK = 0x526F626F66790001
 # Columns PostgreSQL has beyond the DuckDB tables: (schema, table, column). The incremental
 # watermark of a model build is a transaction id there, a time on DuckDB (pg/build_sql.py).
-PG_ONLY_COLUMNS = frozenset({("meta", "model_state", "watermark_xid")})
+# Every raw row, and every removed row, also records the transaction that wrote it (``_xid``,
+# set by every statement of pg/load.py that writes one: ``CURRENT_XID``), indexed: a model
+# build finds what changed since its snapshot through that index, whatever the history
+# (pg/build_sql.py).
+XID_COLUMN = "_xid"
+CURRENT_XID = "pg_current_xact_id()::text::bigint"
+PG_ONLY_COLUMNS = frozenset(
+    {("meta", "model_state", "watermark_xid"), ("meta", "removed_rows", XID_COLUMN)}
+    | {("raw", name, XID_COLUMN) for name in RAW_TABLES}
+)
 
 # tables.py type (first word) -> Core type. VARCHAR is String() (VARCHAR without a length).
 _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
@@ -51,6 +60,10 @@ _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "TIMESTAMP": sa.DateTime(),
     "DATE": sa.Date(),
 }
+
+
+def _xid_column() -> sa.Column[Any]:
+    return sa.Column(XID_COLUMN, sa.BigInteger(), nullable=True)
 
 
 def _raw(table: RawTable) -> sa.Table:
@@ -68,10 +81,12 @@ def _raw(table: RawTable) -> sa.Table:
                 server_default=default,
             )
         )
+    columns.append(_xid_column())
     return sa.Table(
         table.name,
         METADATA,
         *columns,
+        sa.Index(f"{table.name}__xid", XID_COLUMN),
         sa.Index(f"{table.name}__slice", "_slice"),
         sa.Index(f"{table.name}__key", *table.key),
         sa.Index(f"{table.name}__run", "_run_id"),
@@ -82,9 +97,9 @@ def _raw(table: RawTable) -> sa.Table:
 RAW: dict[str, sa.Table] = {name: _raw(table) for name, table in RAW_TABLES.items()}
 
 
-def _meta(name: str, *columns: sa.Column[Any], key: tuple[str, ...] = ()) -> sa.Table:
+def _meta(name: str, *items: sa.schema.SchemaItem, key: tuple[str, ...] = ()) -> sa.Table:
     extra = (sa.PrimaryKeyConstraint(*key),) if key else ()
-    return sa.Table(name, METADATA, *columns, *extra, schema="meta")
+    return sa.Table(name, METADATA, *items, *extra, schema="meta")
 
 
 def _c(name: str, type_: sa.types.TypeEngine[Any], null: bool = False) -> sa.Column[Any]:
@@ -174,6 +189,8 @@ META: dict[str, sa.Table] = {
             _c("row_data", _J),
             _c("run_id", _S),
             _c("removed_at", _T),
+            _xid_column(),
+            sa.Index("removed_rows__xid", XID_COLUMN),
         ),
         _meta(
             "model_state",
@@ -243,6 +260,32 @@ def create_all(conn: sa.Connection) -> None:
         conn.exec_driver_sql(str(CreateSchema(schema, if_not_exists=True).compile(dialect=dialect)))
     for table in METADATA.sorted_tables:
         conn.exec_driver_sql(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+    _add_xid_columns(conn)
+    for table in METADATA.sorted_tables:
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             if f"{table.schema}.{index.name}" not in existing:
                 conn.exec_driver_sql(str(CreateIndex(index).compile(dialect=dialect)))
+
+
+def _add_xid_columns(conn: sa.Connection) -> None:
+    """Give the tables of a warehouse made before ``_xid`` existed that column.
+
+    Their rows have none, so every model's build state is dropped with it: the next build is a
+    full one, and the builds after it only need the rows written since, which have one.
+    """
+    present = set(
+        conn.execute(
+            sa.text(
+                "select table_schema || '.' || table_name from information_schema.columns"
+                " where column_name = :column and table_schema in ('raw', 'meta')"
+            ),
+            {"column": XID_COLUMN},
+        ).scalars()
+    )
+    added = False
+    for schema, name, column in sorted(PG_ONLY_COLUMNS):
+        if column == XID_COLUMN and f"{schema}.{name}" not in present:
+            conn.exec_driver_sql(f"alter table {schema}.{name} add column {XID_COLUMN} bigint")
+            added = True
+    if added:
+        conn.exec_driver_sql("delete from meta.model_state")

@@ -92,7 +92,7 @@ def test_create_all_on_postgresql_is_idempotent_and_matches(pg_url: sa.URL, tmp_
     ]
     assert {(s, t, c) for s, t, c, *_ in rows} >= PG_ONLY_COLUMNS
     assert got == expected
-    assert indexes == 3 * len(RAW_TABLES)  # _slice, the key, _run_id
+    assert indexes == 4 * len(RAW_TABLES)  # _slice, the key, _run_id, _xid
     assert {"raw", "staging", "marts", "meta"} <= schemas
 
 
@@ -109,3 +109,32 @@ def test_initializing_an_existing_warehouse_waits_for_no_load(pg_engine: sa.Engi
         with pg_engine.connect() as other, other.begin():
             other.exec_driver_sql("set local lock_timeout = '2s'")
             create_all(other)  # LockNotAvailable after 2 s if it waits for the load
+
+
+def test_a_warehouse_from_before_xid_gets_the_column_and_a_full_build(
+    pg_engine: sa.Engine,
+) -> None:
+    """Raw and removed rows record their transaction in ``_xid``, which the incremental builds
+    read (pg/build_sql.py). A warehouse made before that has rows without one: initializing adds
+    the column and drops the build state, so the next build is full and none of them is missed.
+    """
+    with pg_engine.begin() as conn:
+        create_all(conn)
+        conn.exec_driver_sql(
+            "insert into meta.model_state (model, fingerprint, built_at, mode)"
+            " values ('marts.sessions', 'f', now(), 'incremental')"
+        )
+        for schema, table, column in PG_ONLY_COLUMNS:
+            if column == "_xid":
+                conn.exec_driver_sql(f"alter table {schema}.{table} drop column _xid")
+    with pg_engine.begin() as conn:
+        create_all(conn)
+        missing = conn.exec_driver_sql(
+            "select count(*) from (select distinct table_schema, table_name"
+            " from information_schema.columns where table_schema in ('raw', 'meta')"
+            " and table_name in (select table_name from information_schema.columns"
+            " where column_name = '_xid')) as with_xid"
+        ).scalar()
+        states = conn.exec_driver_sql("select count(*) from meta.model_state").scalar()
+    assert missing == len(RAW_TABLES) + 1  # every raw table and meta.removed_rows
+    assert states == 0
