@@ -14,9 +14,11 @@ keys, add spaces and rewrite numbers. ``json`` is still validated on input and h
 ``->``/``->>`` operators; each read re-parses the text, as on DuckDB.
 
 Each raw table gets an index on ``_slice`` (every load deletes and compares one slice), one on
-its key (the comparison joins on it) and one on ``_run_id`` (the run-scoped data-quality checks
-read the rows one run wrote, so their cost follows the change, not the history); DuckDB needs
-none of them.
+its key (the comparison joins on it), one on ``_run_id`` (the run-scoped data-quality checks
+read the rows one run wrote, so their cost follows the change, not the history) and one on
+``_xid``, a PostgreSQL-only column holding the transaction that wrote the row (the model
+builds find what changed since their last snapshot through it, see ``build_sql.py``; so does
+``meta.removed_rows``); DuckDB needs none of them.
 """
 
 from __future__ import annotations
