@@ -26,6 +26,7 @@ __all__ = [
     "Rows",
     "Slice",
     "build_batch",
+    "count_slice",
     "day_string",
     "encode_payload",
     "get_raw_table",

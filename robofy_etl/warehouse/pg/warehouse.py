@@ -14,22 +14,26 @@ the sync can be handed either. Differences that follow from PostgreSQL being a s
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
-from typing import Any
+from datetime import date
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from robofy_etl.warehouse.errors import WarehouseError
-from robofy_etl.warehouse.interface import REPLACED_DEFAULT
 from robofy_etl.warehouse.ledger import Outstanding
-from robofy_etl.warehouse.load import LoadCounts, Rows, Slice
 from robofy_etl.warehouse.models import BuildResult, Model
 from robofy_etl.warehouse.pg import load, state
 from robofy_etl.warehouse.pg.schema import create_all
 from robofy_etl.warehouse.reads import Chatbot, StoredKey, StoredSession
-from robofy_etl.warehouse.transaction import utc_now
+from robofy_etl.warehouse.transaction import (
+    BaseTransaction,
+    LedgerFunctions,
+    LoadFunctions,
+    StateFunctions,
+    utc_now,
+)
 from robofy_etl.warehouse.url import URL_ENV, WarehouseURL, parse_warehouse_url
 
 __all__ = ["PgTransaction", "PgWarehouse"]
@@ -37,122 +41,13 @@ __all__ = ["PgTransaction", "PgWarehouse"]
 logger = logging.getLogger(__name__)
 
 
-class PgTransaction:
-    """One transaction on one pooled connection; every write of one load goes through it.
+class PgTransaction(BaseTransaction[sa.Connection]):
+    """PostgreSQL's load transaction, on one pooled connection (``transaction.BaseTransaction``:
+    the same methods as DuckDB's, over ``pg/load.py`` and ``pg/state.py``)."""
 
-    Attributes:
-        conn: the SQLAlchemy connection, for anything the helpers do not cover.
-        run_id: the run that writes (stored in ``_run_id`` and ``meta.*``).
-        loaded_at: one naive-UTC timestamp for every row this transaction writes.
-    """
-
-    def __init__(self, conn: sa.Connection, run_id: str, loaded_at: datetime) -> None:
-        self.conn = conn
-        self.run_id = run_id
-        self.loaded_at = loaded_at
-
-    def replace(
-        self,
-        table: str,
-        rows: Rows,
-        slice: Slice,
-        removal_reason: str = REPLACED_DEFAULT,
-    ) -> LoadCounts:
-        """Make ``slice`` of ``raw.<table>`` exactly ``rows`` (see ``pg.load.replace_slice``)."""
-        return load.replace_slice(
-            self.conn,
-            table,
-            rows,
-            slice,
-            loaded_at=self.loaded_at,
-            run_id=self.run_id,
-            removal_reason=removal_reason,
-        )
-
-    def merge_snapshot(
-        self, table: str, rows: Rows, within: Mapping[str, Sequence[Any]] | None = None
-    ) -> LoadCounts:
-        """Merge a snapshot, soft-deleting vanished keys (see ``pg.load.merge_snapshot``)."""
-        return load.merge_snapshot(
-            self.conn, table, rows, within, loaded_at=self.loaded_at, run_id=self.run_id
-        )
-
-    def count(self, table: str, slice: Slice) -> int:
-        """Rows of ``raw.<table>`` inside ``slice``, as this transaction sees them."""
-        return load.count_slice(self.conn, table, slice)
-
-    def get_state(self, stream: str, scope: str) -> dict[str, Any] | None:
-        """Read sync state as this transaction sees it."""
-        return state.get_state(self.conn, stream, scope)
-
-    def set_state(self, stream: str, scope: str, value: Mapping[str, Any]) -> None:
-        """Write sync state; it commits or rolls back together with the data."""
-        state.set_state(self.conn, stream, scope, value, run_id=self.run_id, now=self.loaded_at)
-
-    def record_drift(
-        self,
-        stream: str,
-        added: Mapping[str, Any] | Sequence[str] | set[str] = (),
-        missing: Mapping[str, Any] | Sequence[str] | set[str] = (),
-    ) -> int:
-        """Record fields added to or missing from a stream's records (``meta.schema_drift``)."""
-        return state.record_drift(
-            self.conn, stream, added=added, missing=missing, run_id=self.run_id, now=self.loaded_at
-        )
-
-    def quarantine(
-        self, stream: str, items: Sequence[tuple[str, Any]], slice: str | None = None
-    ) -> int:
-        """Store malformed records with their reason (``meta.quarantine``)."""
-        return state.quarantine(
-            self.conn, stream, items, slice_label=slice, run_id=self.run_id, now=self.loaded_at
-        )
-
-    def audit(
-        self,
-        stream: str,
-        slice: str,
-        counts: LoadCounts,
-        api_requests: int | None = None,
-        started_at: datetime | None = None,
-    ) -> None:
-        """Append one ``meta.load_audit`` row for a load."""
-        state.audit(
-            self.conn,
-            stream,
-            slice_label=slice,
-            counts=counts,
-            api_requests=api_requests,
-            started_at=started_at,
-            run_id=self.run_id,
-            finished_at=utc_now(),
-        )
-
-    # -- the ledger: what did not load, and what a scan missed ----------------------------------
-
-    def outstanding(self, stream: str | None = None) -> list[Outstanding]:
-        """Everything outstanding (of ``stream``), oldest first, as this transaction sees it."""
-        return state.outstanding(self.conn, stream)
-
-    def mark_outstanding(
-        self, stream: str, items: Sequence[tuple[str, str, str | None, str]]
-    ) -> None:
-        """Record ``(chatbot_id, item, slice, reason)`` as outstanding (attempts counted up)."""
-        state.mark_outstanding(self.conn, stream, items, run_id=self.run_id, now=self.loaded_at)
-
-    def clear_outstanding(self, stream: str, items: Iterable[tuple[str, str]]) -> None:
-        """Forget ``(chatbot_id, item)`` pairs that have now loaded completely."""
-        state.clear_outstanding(self.conn, stream, items)
-
-    def count_misses(
-        self, stream: str, missed: Sequence[tuple[str, str | None, str | None]]
-    ) -> Mapping[str, int]:
-        """Count one more miss for each ``(key, chatbot_id, slice)``; key -> misses in a row."""
-        return state.count_misses(self.conn, stream, missed, run_id=self.run_id, now=self.loaded_at)
-
-    def clear_missing(self, stream: str, keys: Iterable[str]) -> None:
-        """Forget the misses of keys that were listed again (or removed)."""
-        state.clear_missing(self.conn, stream, keys)
+    _load: ClassVar[LoadFunctions] = load
+    _state: ClassVar[StateFunctions] = state
+    _ledger: ClassVar[LedgerFunctions] = state
 
 
 class PgWarehouse:
