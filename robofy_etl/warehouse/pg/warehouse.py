@@ -122,16 +122,22 @@ class PgWarehouse:
 
         Creates the schemas and tables first if this ``PgWarehouse`` has not done so yet.
         """
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
-            with conn.begin():
-                yield PgTransaction(conn, run_id, utc_now())
+        with self._ready() as conn, conn.begin():
+            yield PgTransaction(conn, run_id, utc_now())
 
     def initialize(self) -> None:
         """Create the schemas, raw and meta tables if they do not exist (idempotent)."""
         with self.connect() as conn:
             self._create_all(conn)
+
+    @contextmanager
+    def _ready(self) -> Iterator[sa.Connection]:
+        """A pooled connection, the schemas and tables created first if this ``PgWarehouse``
+        has not done so yet."""
+        with self.connect() as conn:
+            if not self._initialized:
+                self._create_all(conn)
+            yield conn
 
     def _create_all(self, conn: sa.Connection) -> None:
         with conn.begin():
@@ -140,9 +146,7 @@ class PgWarehouse:
 
     def get_state(self, stream: str, scope: str) -> dict[str, Any] | None:
         """Read the sync state of ``(stream, scope)`` on a connection of its own."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             return state.get_state(conn, stream, scope)
 
     def session_watermarks(
@@ -152,23 +156,17 @@ class PgWarehouse:
         day_to: date | str,
     ) -> dict[tuple[str, str], tuple[str | None, str, str]]:
         """Stored sessions of a window (see ``Warehouse.session_watermarks``)."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             return state.session_watermarks(conn, chatbot_ids, day_from, day_to)
 
     def active_project_ids(self) -> list[int]:
         """Every project not marked deleted."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             return state.active_project_ids(conn)
 
     def active_chatbots(self) -> list[Chatbot]:
         """Every chatbot not marked deleted, by chatbot_id."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             return state.active_chatbots(conn)
 
     def stored_sessions(
@@ -189,9 +187,7 @@ class PgWarehouse:
         day_to: date,
     ) -> list[StoredKey]:
         """The rows of ``raw.<table>`` in ``[day_from, day_to)``, for ``chatbot_ids``."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             rows = state.stored_keys(
                 conn, table, key_column, chatbot_ids, str(day_from), str(day_to)
             )
@@ -199,9 +195,7 @@ class PgWarehouse:
 
     def outstanding(self, stream: str | None = None) -> list[Outstanding]:
         """The work (of ``stream``) earlier runs left undone, oldest first."""
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
+        with self._ready() as conn:
             return state.outstanding(conn, stream)
 
     def build_models(
@@ -227,11 +221,8 @@ class PgWarehouse:
         """
         from robofy_etl.warehouse.pg import models as pg_models  # sqlglot: only when building
 
-        with self.connect() as conn:
-            if not self._initialized:
-                self._create_all(conn)
-            with pg_models.build_transaction(conn):
-                return pg_models.build(conn, models, select=select, full_refresh=full_refresh)
+        with self._ready() as conn, pg_models.build_transaction(conn):
+            return pg_models.build(conn, models, select=select, full_refresh=full_refresh)
 
     def publish(self, target: object = None) -> None:
         """Nothing to copy: on PostgreSQL, readers query the marts directly."""
