@@ -454,16 +454,7 @@ def build(
         WarehouseMemoryError: if DuckDB runs out of memory; the message names the model and
             ``ROBOFY_DUCKDB_MEMORY_LIMIT``.
     """
-    everything = topological_order(discover() if models is None else models)
-    ordered = everything
-    subset = False
-    if select is not None:
-        wanted = set(select)
-        unknown = wanted - {model.name for model in ordered}
-        if unknown:
-            raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
-        subset = wanted != {model.name for model in everything}
-        ordered = [model for model in ordered if model.name in wanted]
+    everything, ordered, subset = plan_selection(models, select)
     for schema in dict.fromkeys(model.schema for model in ordered):
         if schema not in SCHEMAS and schema != "intermediate":
             raise ModelGraphError(f"unknown schema {schema!r}")
@@ -503,6 +494,26 @@ def build(
 
 
 _builds = itertools.count()
+
+
+def plan_selection(
+    models: Sequence[Model] | None, select: Iterable[str] | None
+) -> tuple[list[Model], list[Model], bool]:
+    """What a build considers and builds: ``(every model in dependency order, the selected ones
+    in that order, whether that is a strict subset)``; ``models`` defaults to ``discover()``.
+
+    Raises:
+        ModelGraphError: if the graph is not buildable, or ``select`` names an unknown model.
+    """
+    everything = topological_order(discover() if models is None else models)
+    if select is None:
+        return everything, everything, False
+    wanted = set(select)
+    unknown = wanted - {model.name for model in everything}
+    if unknown:
+        raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
+    subset = wanted != {model.name for model in everything}
+    return everything, [model for model in everything if model.name in wanted], subset
 
 
 def _build_one(

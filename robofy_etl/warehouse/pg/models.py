@@ -54,8 +54,7 @@ from robofy_etl.warehouse.models import (
     ModelBuildError,
     ModelGraphError,
     _downstream,
-    discover,
-    topological_order,
+    plan_selection,
 )
 from robofy_etl.warehouse.pg.build_sql import PgBuildSQL
 from robofy_etl.warehouse.pg.locks import lock_key
@@ -276,16 +275,7 @@ def build(
         ModelBuildError: if a model cannot be transpiled or its SQL fails (the message names
             the model file), or ``conn`` is not inside ``build_transaction``.
     """
-    everything = topological_order(discover() if models is None else models)
-    ordered = everything
-    subset = False
-    if select is not None:
-        wanted = set(select)
-        unknown = wanted - {model.name for model in ordered}
-        if unknown:
-            raise ModelGraphError(f"unknown models selected: {sorted(unknown)}")
-        subset = wanted != {model.name for model in everything}
-        ordered = [model for model in ordered if model.name in wanted]
+    everything, ordered, subset = plan_selection(models, select)
     sql = PgBuildSQL(conn)
     _check_transaction(sql)
     for schema in dict.fromkeys(model.schema for model in ordered):
