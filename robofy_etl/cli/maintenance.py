@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robofy_etl.cli.common import (
     EXIT_FAILED,
@@ -27,6 +27,9 @@ from robofy_etl.cli.common import (
 )
 from robofy_etl.cli.sync import DEMO_DAYS, print_sync_summary, progress, run_sync
 from robofy_etl.settings import API_KEY_ENV, Settings
+
+if TYPE_CHECKING:
+    from robofy_etl.warehouse.models import BuildResult
 
 DEMO_QUERIES: tuple[tuple[str, str], ...] = (
     (
@@ -164,13 +167,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     except (WarehouseError, ModelError) as exc:
         print(f"robofy-etl: rebuild failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    rows = [(r.name, r.rows, f"{r.seconds:.2f}") for r in results]
-    print(format_table(rows, ["model", "rows", "seconds"]))
-    print(
-        f"\nRebuilt {len(results)} models from raw in {time.monotonic() - started:.1f}s; "
-        f"published {published}."
-    )
-    return EXIT_OK
+    return _rebuilt(results, started, f"; published {published}.")
 
 
 def _rebuild_postgresql(settings: Settings) -> int:
@@ -192,10 +189,16 @@ def _rebuild_postgresql(settings: Settings) -> int:
     except ModelError as exc:
         print(f"robofy-etl: rebuild failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    return _rebuilt(
+        results,
+        started,
+        f" in {settings.warehouse.redacted} (readers query its marts directly).",
+    )
+
+
+def _rebuilt(results: Sequence[BuildResult], started: float, where: str) -> int:
+    """Print what a rebuild built (a table, then one line ending in ``where``)."""
     rows = [(r.name, r.rows, f"{r.seconds:.2f}") for r in results]
     print(format_table(rows, ["model", "rows", "seconds"]))
-    print(
-        f"\nRebuilt {len(results)} models from raw in {time.monotonic() - started:.1f}s in "
-        f"{settings.warehouse.redacted} (readers query its marts directly)."
-    )
+    print(f"\nRebuilt {len(results)} models from raw in {time.monotonic() - started:.1f}s{where}")
     return EXIT_OK
