@@ -28,11 +28,12 @@ watermark that is a transaction id rather than a time: see that module for why).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import duckdb
@@ -284,6 +285,11 @@ class BuildSQL(Protocol):
         """The select list of ``table``'s columns but ``_row``."""
         ...
 
+    def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
+        """The columns ``sql`` reads of each stored relation it scans, by ``schema.relation``
+        (None, or a relation missing: unknown, so a cut of it keeps every column)."""
+        ...
+
 
 class DuckDBSQL:
     """The DuckDB spellings of an incremental build (see ``BuildSQL``)."""
@@ -319,6 +325,48 @@ class DuckDBSQL:
     def without_row_id(self, table: str) -> str:
         del table
         return "* exclude (_row)"
+
+    def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
+        # DuckDB's optimizer already knows which columns each scan needs: read them from the
+        # plan. With filter pushdown off, a column used only in a filter is a projection too;
+        # with the optimizers that read the data's statistics off, a column is left out only
+        # when the SQL does not use it (not, say, because it holds one value today).
+        try:
+            self.conn.execute(f"set disabled_optimizers = '{_PLAN_WITHOUT}'")
+            try:
+                plan = self.conn.execute(f"explain (format json)\n{sql}").fetchall()
+            finally:
+                self.conn.execute("reset disabled_optimizers")
+            return _scanned_columns(json.loads(plan[0][1]))
+        except (duckdb.Error, ValueError, LookupError, TypeError):
+            logger.debug("no column list from the plan; cuts keep every column", exc_info=True)
+            return None
+
+
+# See DuckDBSQL.needed_columns.
+_PLAN_WITHOUT = "filter_pushdown,statistics_propagation,empty_result_pullup"
+
+
+def _scanned_columns(plan: Any) -> dict[str, list[str]]:
+    """``schema.relation -> columns`` of every sequential scan in a DuckDB JSON plan; a
+    relation scanned once without a column list maps to ``[]`` (read every column)."""
+    found: dict[str, list[str]] = {}
+    todo = list(plan) if isinstance(plan, list) else [plan]
+    while todo:
+        node = todo.pop()
+        todo.extend(node.get("children", []))
+        info = node.get("extra_info") or {}
+        if node.get("name") != "SEQ_SCAN" or "Table" not in info:
+            continue
+        relation = ".".join(str(info["Table"]).split(".")[-2:])
+        columns = info.get("Projections")
+        if isinstance(columns, str):
+            columns = [columns]
+        if not columns or (relation in found and not found[relation]):
+            found[relation] = []
+        else:
+            found[relation] = list(dict.fromkeys([*found.get(relation, []), *columns]))
+    return found
 
 
 class Planner:
@@ -387,6 +435,22 @@ class Planner:
         rows = self.sql.rows(f"select count(*) from {name}")
         return name, int(rows[0][0])
 
+    def _bounds(self, touched: str, key: Sequence[str]) -> dict[str, tuple[date, date]]:
+        """The range of each date or time column of the touched keys.
+
+        A filter ``column between lo and hi`` beside the key lookup is exact (every touched
+        key's value lies in it), and DuckDB tests it before the key: on a year of messages,
+        finding a few days' (chatbot, day) keys took 0.07 s with it and 0.94 s without.
+        """
+        spans = ", ".join(f"min({_q(c)}), max({_q(c)})" for c in key)
+        row = self.sql.rows(f"select {spans} from {touched}")[0]
+        bounds: dict[str, tuple[date, date]] = {}
+        for i, column in enumerate(key):
+            lo, hi = row[2 * i], row[2 * i + 1]
+            if isinstance(lo, date) and isinstance(hi, date):
+                bounds[column] = (lo, hi)
+        return bounds
+
     def apply(self, model: Model, since: Watermark) -> Change:
         """Replaces the rows of ``model``'s touched keys; ``unchanged`` when none was touched.
 
@@ -408,19 +472,31 @@ class Planner:
         if n > FULL_ABOVE_SHARE * max(total, 1) and n > 1000:
             return Change("full", keys=n, reason=f"{n} of {total} keys changed")
         key = _tuple(model.incremental_key)
+        bounds = self._bounds(touched, model.incremental_key)
+        needed = self.sql.needed_columns(model.sql) or {}
         replacements: dict[str, str] = {}
         for source in model.sources:
             if source.lookup:
                 continue
             cut = self._temp("source", f"{model.name}__{source.relation}")
             params: dict[str, Any] = {}
+            columns = "*"
             if source.relation.startswith("raw."):
                 # One row per key in raw: the touched keys' rows are the ones stamped after
                 # the watermark (a cheap filter: raw rows are stored in load order).
                 where, params = self.sql.changed_since("_loaded_at", since)
             else:
-                where = f"{_tuple(source.columns)} in (select * from {touched})"
-            self.sql.temp_table(cut, f"select * from {source.relation} where {where}", params)
+                pairs = zip(source.columns, model.incremental_key, strict=True)
+                where = f"{_tuple(source.columns)} in (select * from {touched})" + "".join(
+                    _between(column, bounds[k]) for column, k in pairs if k in bounds
+                )
+                # Only the columns the model reads: a cut of a wide table (texts) costs its
+                # copy, and a rollup reading four columns of every session need not copy 23.
+                if needed.get(source.relation):
+                    columns = _cols(needed[source.relation])
+            self.sql.temp_table(
+                cut, f"select {columns} from {source.relation} where {where}", params
+            )
             replacements[source.relation] = cut
         old, new = self._temp("old", model.name), self._temp("new", model.name)
         # The old rows are found by key once, with their row ids: deleting them by row id
@@ -429,7 +505,8 @@ class Planner:
         self.sql.temp_table(
             old,
             f"select {self.sql.row_id} as _row, * from {model.name}"
-            f" where {key} in (select * from {touched})",
+            f" where {key} in (select * from {touched})"
+            + "".join(_between(k, bounds[k]) for k in model.incremental_key if k in bounds),
         )
         self.sql.temp_table(new, rewrite_sources(model.sql, replacements))
         self.sql.delete_rows(model.name, old)
@@ -484,6 +561,16 @@ def build_in_chunks(
         else:
             conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
     return chunks
+
+
+def _between(column: str, bounds: tuple[date, date]) -> str:
+    """`` and column between <lo> and <hi>``, as literals both back ends read."""
+    kind = "timestamp" if isinstance(bounds[0], datetime) else "date"
+    lo, hi = (
+        value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+        for value in bounds
+    )
+    return f" and {_q(column)} between {kind} '{lo}' and {kind} '{hi}'"
 
 
 def _changed_lookups(source: Source, delta: str) -> str:

@@ -117,6 +117,11 @@ class PgBuildSQL:
         names = self.conn.exec_driver_sql(f"select * from {table} limit 0").keys()
         return ", ".join(_q(n) for n in names if n != "_row")
 
+    def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
+        # Not worth a plan here: a PostgreSQL cut scans the source's rows whatever it copies.
+        del sql
+        return None
+
     # -- state ------------------------------------------------------------------------------
 
     def prepare_state(self) -> None:
