@@ -107,6 +107,14 @@ def render_tables_doc(
         "|---|---|",
     ]
     lines += [f"| `{name}` | {_cell(text)} |" for name, text in META_DOCS.items()]
+    lines += [
+        "",
+        "Two more internal schemas serve the builds and are never published: `changelog`",
+        "(the keys each build replaced in each mart, so that publishing rewrites only those)",
+        "and `spans` (per conversation, the time range of its rows in the message tables, so",
+        "that a run finds a few conversations' rows without reading every stored message's",
+        "key).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -122,9 +130,16 @@ def _maintained(model: Model) -> str:
         else:
             reads.append(f"`{source.relation}` (by {columns})")
     key = ", ".join(model.incremental_key)
+    span = (
+        ""
+        if model.span is None
+        else f" The range of `{model.span.column}` per ({', '.join(model.span.per)}) is kept"
+        f" beside it (in the internal `spans` schema), so a run finds the rows of the keys it"
+        f" rebuilds within their time range instead of reading every row's key."
+    )
     return (
         f"incrementally by ({key}): a run rebuilds the rows of the keys whose inputs changed,"
-        f" reading {', '.join(reads)}."
+        f" reading {', '.join(reads)}.{span}"
     )
 
 

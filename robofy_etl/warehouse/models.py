@@ -52,6 +52,7 @@ _LINE_COMMENT = re.compile(r"--[^\n]*")
 _BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 _HEADER_KEY = re.compile(r"^(grain|description|columns|incremental)\s*:\s*(.*)$")
 _SOURCE = re.compile(r"^(key|(?:raw|staging|marts|intermediate)\.\w+)\s*:\s*(lookup\s+)?(.+)$")
+_SPAN = re.compile(r"^span\s*:\s*(\w+)\s+per\s+(.+)$")
 _COLUMN_DOC = re.compile(r"^(\w+)\s*:\s*(.+)$")
 _GRAIN = re.compile(r"one row per\s+(?:\(([^)]*)\)|(\w+))", re.IGNORECASE)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -92,6 +93,23 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Span:
+    """A model's time column and the key prefix its stored span is kept by (see incremental.py).
+
+    ``--   span: sent_at per chatbot_id, session_id`` in the ``incremental:`` section: the
+    build keeps, per ``(chatbot_id, session_id)``, the range of ``sent_at`` over its rows, so
+    finding a few conversations' rows tests that range before the key.
+
+    Attributes:
+        column: a date or time column of the model.
+        per: the columns the range is kept by: some or all of the incremental key's.
+    """
+
+    column: str
+    per: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Model:
     """One SQL file, built as the relation ``<folder>.<file stem>``.
 
@@ -110,6 +128,7 @@ class Model:
             rebuilt in full.
         sources: how each relation the model reads maps onto ``incremental_key`` (see
             ``Source``); a relation read but not listed makes every build of it a full one.
+        span: the time column whose range is kept per key (see ``Span``), or None.
     """
 
     name: str
@@ -123,6 +142,7 @@ class Model:
     column_docs: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     incremental_key: tuple[str, ...] = ()
     sources: tuple[Source, ...] = ()
+    span: Span | None = None
 
     @property
     def relation(self) -> str:
@@ -244,6 +264,16 @@ def parse_incremental(sql: str) -> tuple[tuple[str, ...], tuple[Source, ...]]:
     return key, tuple(sources)
 
 
+def parse_span(sql: str) -> Span | None:
+    """Read ``--   span: <column> per <a>, <b>`` from the header's ``incremental:`` section."""
+    for section, head, text in _header_lines(sql):
+        entry = _SPAN.match(text) if section == "incremental" and head is None else None
+        if entry is not None:
+            per = tuple(c.strip() for c in entry.group(2).split(",") if c.strip())
+            return Span(entry.group(1), per)
+    return None
+
+
 def parse_deps(sql: str) -> tuple[str, ...]:
     """The fully qualified relations a SELECT reads, comments ignored, in order of appearance.
 
@@ -295,6 +325,12 @@ def load_model(path: Path, schema: str) -> Model:
                 f"{path}: the incremental section names {source.relation}, "
                 "which the model does not read"
             )
+    span = parse_span(sql)
+    if span is not None and (not span.per or not set(span.per) <= set(key)):
+        raise ModelError(
+            f"{path}: the span is kept per {', '.join(span.per) or 'nothing'}, which must be "
+            f"some of the incremental key's columns ({', '.join(key) or 'none'})"
+        )
     return Model(
         name=name,
         schema=schema,
@@ -307,6 +343,7 @@ def load_model(path: Path, schema: str) -> Model:
         column_docs=column_docs,
         incremental_key=key,
         sources=sources,
+        span=span,
     )
 
 
@@ -465,7 +502,11 @@ def build(
         conn.execute(ddl)  # the change log and build state live in meta
     state = incremental.load_state(conn)
     until = incremental.watermark_now(conn)
-    planner = incremental.Planner(conn, f"_robofy_build_{next(_builds)}")
+    planner = incremental.Planner(
+        conn,
+        f"_robofy_build_{next(_builds)}",
+        everything,
+    )
     build_id = incremental.next_build_id(conn)
     rebuilt: set[str] = set()
     results: list[BuildResult] = []
@@ -550,6 +591,8 @@ def _build_one(
                     f"create or replace {model.materialization} {model.name} as\n{model.sql}"
                 )
             _document(conn, model)
+            if model.materialization == "table":
+                planner.refresh_span(model)
             rebuilt.add(model.name)
         else:
             chunks = 0

@@ -4,6 +4,7 @@
 --   key: chatbot_id, session_id
 --   staging.stg_robofy__chat_messages: chatbot_id, session_id
 --   staging.stg_robofy__inbox_sessions: chatbot_id, session_id
+--   span: sent_at per chatbot_id, session_id
 -- columns:
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.
 --   session_id: Session the message belongs to (unique within a chatbot).

@@ -1,5 +1,7 @@
 -- grain: one row per (chatbot_id, session_id, message_id)
 -- description: Transcript messages with their parts parsed, latest version per key.
+-- incremental:
+--   span: sent_at per chatbot_id, session_id
 -- columns:
 --   chatbot_id: Opaque chatbot (agent) id from Robofy.
 --   session_id: Session the message belongs to (unique within a chatbot).

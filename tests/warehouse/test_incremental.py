@@ -132,3 +132,126 @@ def test_the_columns_a_query_reads_come_from_its_plan(conn: duckdb.DuckDBPyConne
     assert needed is not None
     assert sorted(needed["marts.sessions"]) == ["chatbot_id", "constant", "empty", "flag", "n"]
     assert conn.execute("select current_setting('disabled_optimizers')").fetchall() == [("",)]
+
+
+MESSAGES = """-- grain: one row per (chatbot_id, session_id, message_id)
+-- description: Messages.
+-- incremental:
+--   span: sent_at per chatbot_id, session_id
+-- columns:
+--   chatbot_id: Chatbot.
+--   session_id: Conversation.
+--   message_id: Message.
+--   sent_at: When (null: unknown).
+select chatbot_id, session_id, message_id, sent_at from raw.robofy__chat_messages
+"""
+
+CONVERSATION_MESSAGES = """-- grain: one row per (chatbot_id, session_id, message_id)
+-- description: Messages with their conversation's size.
+-- incremental:
+--   key: chatbot_id, session_id
+--   staging.stg_messages: chatbot_id, session_id
+--   span: sent_at per chatbot_id, session_id
+-- columns:
+--   chatbot_id: Chatbot.
+--   session_id: Conversation.
+--   message_id: Message.
+--   sent_at: When (null: unknown).
+--   size: Messages in the conversation.
+select *, count(*) over (partition by chatbot_id, session_id) as size
+from staging.stg_messages
+"""
+
+
+def _span_models(root: Path) -> list[models.Model]:
+    for relation, sql in (
+        ("staging.stg_messages", MESSAGES),
+        ("marts.conversation_messages", CONVERSATION_MESSAGES),
+    ):
+        schema, name = relation.split(".")
+        (root / schema).mkdir(parents=True, exist_ok=True)
+        (root / schema / f"{name}.sql").write_text(sql, encoding="utf-8")
+    return models.discover(root)
+
+
+def _message(conn: duckdb.DuckDBPyConnection, session: str, message: str, day: int | None) -> None:
+    sent = None if day is None else f"2026-01-{day:02d} 10:00:00"
+    conn.execute(
+        "insert into raw.robofy__chat_messages (chatbot_id, session_id, message_id, project_id,"
+        " ordinal, sent_at, _payload, _loaded_at, _run_id, _slice)"
+        " values ('c', ?, ?, 1, 0, ?::timestamp, '{}', now()::timestamp, 'r', 's')",
+        [session, message, sent],
+    )
+
+
+def _same_as_a_full_build(conn: duckdb.DuckDBPyConnection, found: list[models.Model]) -> None:
+    query = "select * from marts.conversation_messages order by all"
+    incremental_rows = conn.execute(query).fetchall()
+    with conn.cursor() as other:
+        other.execute("begin")
+        models.build(other, found, full_refresh=True)
+        full_rows = other.execute(query).fetchall()
+        other.execute("rollback")
+    assert incremental_rows == full_rows
+
+
+def test_spans_bound_old_rows_and_cover_old_and_timeless_rows(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection, statements: list[str]
+) -> None:
+    found = _span_models(tmp_path)
+    for session, message, day in (("a", "1", 1), ("a", "2", 2), ("b", "1", 20), ("n", "1", None)):
+        _message(conn, session, message, day)
+    models.build(conn, found)
+
+    # A conversation of three weeks ago goes on, one with an undated message gets another.
+    _message(conn, "a", "3", 21)
+    _message(conn, "n", "2", None)
+    statements.clear()
+    models.build(conn, found)
+
+    old = next(s for s in statements if "_old_marts__conversation_messages as" in s)
+    assert "\"sent_at\" between timestamp '2026-01-01 10:00:00' and timestamp " in old
+    assert '"sent_at" is null' in old  # the undated message's conversation
+    _same_as_a_full_build(conn, found)
+    sizes = dict(
+        conn.execute(
+            "select session_id, max(size) from marts.conversation_messages group by all"
+        ).fetchall()
+    )
+    assert sizes == {"a": 3, "b": 1, "n": 2}
+
+    # The span of "a" now reaches day 21; its first message, day 1, must still be found.
+    _message(conn, "a", "4", 22)
+    models.build(conn, found)
+    _same_as_a_full_build(conn, found)
+
+
+def test_a_missing_span_table_is_computed_again(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection
+) -> None:
+    found = _span_models(tmp_path)
+    _message(conn, "a", "1", 1)
+    models.build(conn, found)
+    conn.execute(f"drop table {incremental.span_table('marts.conversation_messages')}")
+
+    _message(conn, "a", "2", 5)
+    results = models.build(conn, found)
+
+    assert [r.mode for r in results] == ["incremental", "incremental"]
+    _same_as_a_full_build(conn, found)
+    spans = conn.execute(
+        f"select * from {incremental.span_table('marts.conversation_messages')}"
+    ).fetchall()
+    assert [row[:2] for row in spans] == [("c", "a")]
+
+
+def test_a_span_must_be_kept_per_key_columns(tmp_path: Path) -> None:
+    (tmp_path / "marts").mkdir()
+    (tmp_path / "marts" / "bad.sql").write_text(
+        CONVERSATION_MESSAGES.replace(
+            "span: sent_at per chatbot_id, session_id", "span: sent_at per message_id"
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(models.ModelError, match="span is kept per message_id"):
+        models.discover(tmp_path)

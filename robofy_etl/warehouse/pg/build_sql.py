@@ -74,6 +74,7 @@ class PgBuildSQL:
     the build's REPEATABLE READ transaction."""
 
     row_id = "ctid"
+    spans = False  # a PostgreSQL cut scans the source's rows whatever it filters on
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
@@ -112,10 +113,6 @@ class PgBuildSQL:
 
     def delete_rows(self, relation: str, old: str) -> None:
         self.run(f"delete from {relation} where ctid = any(array(select _row from {old}))")
-
-    def without_row_id(self, table: str) -> str:
-        names = self.conn.exec_driver_sql(f"select * from {table} limit 0").keys()
-        return ", ".join(_q(n) for n in names if n != "_row")
 
     def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
         # Not worth a plan here: a PostgreSQL cut scans the source's rows whatever it copies.

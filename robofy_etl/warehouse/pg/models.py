@@ -290,7 +290,7 @@ def build(
     sources = {model.name: postgres_sql(model) for model in ordered}
     state = sql.load_state()
     xmin, xmax = sql.watermark_now()
-    planner = Planner(sql, f"_robofy_build_{next(_builds)}")
+    planner = Planner(sql, f"_robofy_build_{next(_builds)}", everything)
     rebuilt: list[str] = []
     results: list[BuildResult] = []
     try:
