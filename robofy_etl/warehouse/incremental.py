@@ -53,6 +53,7 @@ __all__ = [
     "Change",
     "DuckDBSQL",
     "Planner",
+    "TimeRange",
     "fingerprint",
     "full_reason",
     "span_table",
@@ -81,6 +82,36 @@ Mode = Literal["full", "incremental", "unchanged"]
 Watermark = datetime | int | None
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    """Where some rows' time column lies: between ``lo`` and ``hi`` (None: no row has a
+    time), or null where ``nulls``."""
+
+    column: str
+    lo: date | None
+    hi: date | None
+    nulls: bool
+
+    def union(self, other: TimeRange) -> TimeRange:
+        los = [v for v in (self.lo, other.lo) if v is not None]
+        his = [v for v in (self.hi, other.hi) if v is not None]
+        return TimeRange(
+            self.column,
+            min(los) if los else None,
+            max(his) if his else None,
+            self.nulls or other.nulls,
+        )
+
+    def condition(self) -> str:
+        """A condition true for every row in the range ("false" when it holds no row)."""
+        parts = []
+        if self.lo is not None and self.hi is not None:
+            parts.append(_between(self.column, (self.lo, self.hi)).removeprefix(" and "))
+        if self.nulls:
+            parts.append(f"{_q(self.column)} is null")
+        return f"({' or '.join(parts) or 'false'})"
+
+
 @dataclass
 class Change:
     """What one model build did.
@@ -99,6 +130,8 @@ class Change:
     reason: str = ""
     new: str | None = None  # the rows an incremental build wrote (a temp table)
     touched: str | None = None  # the keys an incremental build replaced (a temp table)
+    # where the replaced rows, old and new, lie in time (a model that keeps a span)
+    span: TimeRange | None = None
 
 
 def fingerprint(sql: str) -> str:
@@ -170,6 +203,17 @@ BUILDS_DDL = f"""create table if not exists {CHANGELOG}.builds (
     build_id BIGINT NOT NULL,
     model VARCHAR NOT NULL,
     mode VARCHAR NOT NULL)"""
+# Where an incremental build's replaced rows lay in time (null: not known), so publishing can
+# find them in the copy by time before key; added to change logs made before.
+BUILDS_SPAN_DDL = tuple(
+    f"alter table {CHANGELOG}.builds add column if not exists {column}"
+    for column in (
+        "span_column VARCHAR",
+        "span_lo TIMESTAMP",
+        "span_hi TIMESTAMP",
+        "span_nulls BOOLEAN",
+    )
+)
 
 
 # Per model that declares a span (``--   span: sent_at per chatbot_id, session_id``), one
@@ -183,6 +227,8 @@ SPANS = "spans"
 def next_build_id(conn: duckdb.DuckDBPyConnection) -> int:
     conn.execute(f"create schema if not exists {CHANGELOG}")
     conn.execute(BUILDS_DDL)
+    for ddl in BUILDS_SPAN_DDL:
+        conn.execute(ddl)
     row = conn.execute(f"select coalesce(max(build_id), 0) + 1 from {CHANGELOG}.builds").fetchall()
     return int(row[0][0])
 
@@ -198,8 +244,17 @@ def log_change(
     """Log what this build did to ``model`` (a mart), for the next publish."""
     if change.mode == "unchanged":
         return
+    span = change.span
     conn.execute(
-        f"insert into {CHANGELOG}.builds values (?, ?, ?)", [build_id, model.name, change.mode]
+        f"insert into {CHANGELOG}.builds"
+        " (build_id, model, mode, span_column, span_lo, span_hi, span_nulls)"
+        " values (?, ?, ?, ?, ?, ?, ?)",
+        [
+            build_id,
+            model.name,
+            change.mode,
+            *((span.column, span.lo, span.hi, span.nulls) if span else (None,) * 4),
+        ],
     )
     if change.mode != "incremental" or change.touched is None:
         return
@@ -492,10 +547,12 @@ class Planner:
             self._span_ready.add(relation)
         return table
 
-    def _within_span(self, relation: str, pairs: Sequence[tuple[str, str]], touched: str) -> str:
-        """`` and (<time> between lo and hi ...)``: the range of ``relation``'s time column
-        over the stored rows of the touched keys, from its span table; "" when ``relation``
-        keeps no span or the touched keys do not name every column it is kept per.
+    def _stored_range(
+        self, relation: str, pairs: Sequence[tuple[str, str]], touched: str
+    ) -> TimeRange | None:
+        """Where the stored rows of the touched keys lie in ``relation``'s time column, from
+        its span table; None when ``relation`` keeps no span or the touched keys do not name
+        every column it is kept per.
 
         ``pairs`` map ``relation``'s columns onto the columns of ``touched``. Exact: the span
         table covers every stored row (full builds compute it, incremental ones widen it).
@@ -503,24 +560,21 @@ class Planner:
         span = self.spans.get(relation)
         mapping = dict(pairs)
         if span is None or not all(c in mapping for c in span.per):
-            return ""
+            return None
         table = self._ready(relation, span)
         probe = _cols([mapping[c] for c in span.per])
         lo, hi, nulls = self.sql.rows(
             f"select min(lo), max(hi), coalesce(bool_or(nulls), false) from {table}"
             f" where {_tuple(span.per)} in (select {probe} from {touched})"
         )[0]
-        column = _q(span.column)
-        parts = [f"{column} is null"] if nulls else []
-        if isinstance(lo, date) and isinstance(hi, date):
-            parts.insert(0, _between(span.column, (lo, hi)).removeprefix(" and "))
-        return f" and ({' or '.join(parts) or 'false'})"
+        return _range(span.column, lo, hi, nulls)
 
-    def _widen_span(self, relation: str, new: str) -> None:
-        """Widen ``relation``'s span table by the rows an incremental build wrote (``new``)."""
+    def _widen_span(self, relation: str, new: str) -> TimeRange | None:
+        """Widen ``relation``'s span table by the rows an incremental build wrote (``new``);
+        returns where those rows lie in time (None: ``relation`` keeps no span)."""
         span = self.spans.get(relation)
         if span is None:
-            return
+            return None
         table = self._ready(relation, span)
         per = _cols(span.per)
         widened = self._temp("span", relation)
@@ -534,6 +588,12 @@ class Planner:
             f"delete from {table} where {_tuple(span.per)} in (select {per} from {widened})"
         )
         self.sql.run(f"insert into {table} select * from {widened}")
+        column = _q(span.column)
+        lo, hi, nulls = self.sql.rows(
+            f"select min({column}), max({column}), coalesce(bool_or({column} is null), false)"
+            f" from {new}"
+        )[0]
+        return _range(span.column, lo, hi, nulls)
 
     def _bounds(self, touched: str, key: Sequence[str]) -> dict[str, tuple[date, date]]:
         """The range of each date or time column of the touched keys.
@@ -587,11 +647,12 @@ class Planner:
                 where, params = self.sql.changed_since("_loaded_at", since)
             else:
                 pairs = list(zip(source.columns, model.incremental_key, strict=True))
-                where = (
-                    f"{_tuple(source.columns)} in (select * from {touched})"
-                    + "".join(_between(column, bounds[k]) for column, k in pairs if k in bounds)
-                    + self._within_span(source.relation, pairs, touched)
+                where = f"{_tuple(source.columns)} in (select * from {touched})" + "".join(
+                    _between(column, bounds[k]) for column, k in pairs if k in bounds
                 )
+                stored = self._stored_range(source.relation, pairs, touched)
+                if stored is not None:
+                    where += f" and {stored.condition()}"
                 # Only the columns the model reads: a cut of a wide table (texts) costs its
                 # copy, and a rollup reading four columns of every session need not copy 23.
                 if needed.get(source.relation):
@@ -607,17 +668,18 @@ class Planner:
         carried = _cols(
             list(dict.fromkeys([*model.incremental_key, *self.needs.get(model.name, [])]))
         )
+        stored = self._stored_range(model.name, [(k, k) for k in model.incremental_key], touched)
         self.sql.temp_table(
             old,
             f"select {self.sql.row_id} as _row, {carried} from {model.name}"
             f" where {key} in (select * from {touched})"
             + "".join(_between(k, bounds[k]) for k in model.incremental_key if k in bounds)
-            + self._within_span(model.name, [(k, k) for k in model.incremental_key], touched),
+            + (f" and {stored.condition()}" if stored else ""),
         )
         self.sql.temp_table(new, rewrite_sources(model.sql, replacements))
         self.sql.delete_rows(model.name, old)
         self.sql.run(f"insert into {model.name} select * from {new}")
-        self._widen_span(model.name, new)
+        written = self._widen_span(model.name, new)
         delta = self._temp("delta", model.name)
         self.sql.temp_table(
             delta,
@@ -625,7 +687,8 @@ class Planner:
             f" union all select 'new' as _side, {carried} from {new}",
         )
         self.deltas[model.name] = delta
-        return Change("incremental", keys=n, delta=delta, new=new, touched=touched)
+        replaced = stored.union(written) if stored and written else None
+        return Change("incremental", keys=n, delta=delta, new=new, touched=touched, span=replaced)
 
 
 def build_in_chunks(
@@ -668,6 +731,12 @@ def build_in_chunks(
         else:
             conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
     return chunks
+
+
+def _range(column: str, lo: Any, hi: Any, nulls: Any) -> TimeRange:
+    if isinstance(lo, date) and isinstance(hi, date):
+        return TimeRange(column, lo, hi, bool(nulls))
+    return TimeRange(column, None, None, bool(nulls))
 
 
 def span_table(relation: str) -> str:

@@ -31,6 +31,7 @@ import duckdb
 
 from robofy_etl.settings import DEFAULTS
 from robofy_etl.warehouse.errors import WarehouseError
+from robofy_etl.warehouse.incremental import TimeRange
 
 __all__ = [
     "DEFAULT_PUBLISH_STORAGE_VERSION",
@@ -200,9 +201,10 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, latest: int, version: str) -
                 continue  # never built incrementally: unchanged since the copy
             key = ", ".join(_ident(c) for c in columns)
             keys = f"(select {key} from {log} where _build_id > {since})"
+            where = f"({key}) in {keys}{_in_time(conn, f'{schema}.{name}', since)}"
             target, source = f"{alias}.{schema}.{_ident(name)}", f"{schema}.{_ident(name)}"
-            conn.execute(f"delete from {target} where ({key}) in {keys}")
-            conn.execute(f"insert into {target} select * from {source} where ({key}) in {keys}")
+            conn.execute(f"delete from {target} where {where}")
+            conn.execute(f"insert into {target} select * from {source} where {where}")
         meta = [(s, n) for s, n, _ in _published_relations(conn) if s == "meta"]
         for schema, name in meta:
             target = f"{alias}.{schema}.{_ident(name)}"
@@ -219,6 +221,22 @@ def _apply_changes(conn: duckdb.DuckDBPyConnection, latest: int, version: str) -
             conn.execute("RESET preserve_insertion_order")
     conn.execute(f"CHECKPOINT {alias}")
     return len(marts) + len(meta)
+
+
+def _in_time(conn: duckdb.DuckDBPyConnection, mart: str, since: int) -> str:
+    """`` and <time range>`` holding every row the builds after ``since`` replaced in
+    ``mart``, old and new, when each of them logged one (a mart that keeps a span): the copy
+    then finds them by time before key. "" otherwise."""
+    row = conn.execute(
+        f"select count(*), count(span_column), any_value(span_column), min(span_lo),"
+        f" max(span_hi), coalesce(bool_or(span_nulls), false) from {_CHANGELOG}.builds"
+        " where build_id > ? and model = ? and mode = 'incremental'",
+        [since, mart],
+    ).fetchall()[0]
+    builds, logged, column, lo, hi, nulls = row
+    if not builds or logged != builds or not isinstance(column, str):
+        return ""
+    return f" and {TimeRange(column, lo, hi, bool(nulls)).condition()}"
 
 
 def _write_copy(

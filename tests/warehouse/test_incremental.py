@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +219,12 @@ def test_spans_bound_old_rows_and_cover_old_and_timeless_rows(
         ).fetchall()
     )
     assert sizes == {"a": 3, "b": 1, "n": 2}
+    # The next publish finds the replaced rows, old (day 1) and new (day 21), by this range.
+    logged = conn.execute(
+        "select span_column, span_lo, span_hi, span_nulls from changelog.builds"
+        " where model = 'marts.conversation_messages' and mode = 'incremental'"
+    ).fetchall()
+    assert logged == [("sent_at", datetime(2026, 1, 1, 10), datetime(2026, 1, 21, 10), True)]
 
     # The span of "a" now reaches day 21; its first message, day 1, must still be found.
     _message(conn, "a", "4", 22)
