@@ -590,6 +590,8 @@ def _build_one(
                 conn.execute(
                     f"create or replace {model.materialization} {model.name} as\n{model.sql}"
                 )
+            if model.materialization == "table":
+                incremental.cluster_by_time(conn, model)
             _document(conn, model)
             if model.materialization == "table":
                 planner.refresh_span(model)

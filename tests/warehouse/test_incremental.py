@@ -158,7 +158,9 @@ CONVERSATION_MESSAGES = """-- grain: one row per (chatbot_id, session_id, messag
 --   message_id: Message.
 --   sent_at: When (null: unknown).
 --   size: Messages in the conversation.
-select *, count(*) over (partition by chatbot_id, session_id) as size
+select
+    chatbot_id, session_id, message_id, sent_at,
+    count(*) over (partition by chatbot_id, session_id) as size
 from staging.stg_messages
 """
 
@@ -261,3 +263,25 @@ def test_a_span_must_be_kept_per_key_columns(tmp_path: Path) -> None:
     )
     with pytest.raises(models.ModelError, match="span is kept per message_id"):
         models.discover(tmp_path)
+
+
+def test_a_full_build_leaves_a_span_model_in_time_order(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = _span_models(tmp_path)
+    # Conversations whose keys hash in no particular order, their messages days apart.
+    for i in range(40):
+        _message(conn, f"s{(i * 7919) % 97}", f"m{i}", 1 + (i * 13) % 28)
+    _message(conn, "undated", "m", None)
+    monkeypatch.setattr(incremental, "CHUNK_ROWS", 1)  # one hour per range: fully ordered
+
+    models.build(conn, found)
+
+    for relation in ("staging.stg_messages", "marts.conversation_messages"):
+        stored = [
+            t for (t,) in conn.execute(f"select sent_at from {relation} order by rowid").fetchall()
+        ]
+        assert len(stored) == 41
+        assert stored[-1] is None  # rows without a time go last
+        assert stored[:-1] == sorted(stored[:-1]), relation
+    _same_as_a_full_build(conn, found)
