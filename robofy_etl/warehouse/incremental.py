@@ -58,6 +58,7 @@ __all__ = [
     "fingerprint",
     "full_reason",
     "span_table",
+    "unclustered",
 ]
 
 # Part of every model's fingerprint: a change to how models are built rebuilds them all.
@@ -693,7 +694,11 @@ class Planner:
 
 
 def build_in_chunks(
-    conn: duckdb.DuckDBPyConnection, model: Model, tag: str, chunk_rows: int | None = None
+    conn: duckdb.DuckDBPyConnection,
+    model: Model,
+    tag: str,
+    chunk_rows: int | None = None,
+    into: str | None = None,
 ) -> int:
     """Builds ``model`` in full, in chunks of its key space, when its inputs are large.
 
@@ -728,16 +733,22 @@ def build_in_chunks(
             )
         sql = rewrite_sources(model.sql, cuts)
         if chunk == 0:
-            conn.execute(f"create or replace table {model.name} as\n{sql}")
+            conn.execute(f"create or replace table {into or model.name} as\n{sql}")
         else:
-            conn.execute(f"insert into {model.name} select * from (\n{sql}\n)")
+            conn.execute(f"insert into {into or model.name} select * from (\n{sql}\n)")
     return chunks
 
 
+def unclustered(model: Model) -> str:
+    """The scratch table a full build of a model that keeps a span writes first."""
+    return f"{model.name}__robofy_unclustered"
+
+
 def cluster_by_time(
-    conn: duckdb.DuckDBPyConnection, model: Model, chunk_rows: int | None = None
+    conn: duckdb.DuckDBPyConnection, model: Model, built: str, chunk_rows: int | None = None
 ) -> int:
-    """Rewrite ``model`` (just built in full) in the order of its span's time column.
+    """Create ``model``'s table from ``built`` (its full build, a scratch table), in the
+    order of its span's time column, and drop ``built``.
 
     A full build writes rows in the order of its key chunks, which are hashes: the rows of the
     last few days' conversations then sit in every row group of the table, so each hourly run
@@ -746,13 +757,15 @@ def cluster_by_time(
     run a 160MB build out of memory; with the rows in time order the same run touches 3 row
     groups. Incremental builds append, so the order lasts. The rows are copied a time range at
     a time (ranges of about ``chunk_rows`` rows, by hour), so memory stays bounded; rows without
-    a time go last. Returns the number of ranges (0: the model keeps no span).
+    a time go last. (Copied into the model's own table, not renamed: in DuckDB 2.0 a table
+    renamed in the transaction that wrote it read back empty within that transaction.)
+    Returns the number of ranges.
     """
     span = model.span
     if span is None:
-        return 0
+        raise ValueError(f"{model.name} keeps no span to order it by")
     column = _q(span.column)
-    schema, name = model.name.split(".", 1)
+    schema, name = built.split(".", 1)
     kind = conn.execute(
         "select data_type from duckdb_columns() where database_name = current_database()"
         " and schema_name = ? and table_name = ? and column_name = ?",
@@ -760,7 +773,7 @@ def cluster_by_time(
     ).fetchall()
     bucket = column if kind and kind[0][0] == "DATE" else f"date_trunc('hour', {column})"
     counts = conn.execute(
-        f"select {bucket}, count(*) from {model.name} where {column} is not null"
+        f"select {bucket}, count(*) from {built} where {column} is not null"
         " group by all order by all"
     ).fetchall()
     starts: list[Any] = []
@@ -770,18 +783,20 @@ def cluster_by_time(
             starts.append(start)
             filled = 0
         filled += rows
-    clustered = f"{model.name}__robofy_clustered"
-    conn.execute(f"create or replace table {clustered} as select * from {model.name} limit 0")
+    ranges: list[tuple[str, dict[str, Any]]] = []
     for i, start in enumerate(starts):
-        until = f" and {column} < $until" if i + 1 < len(starts) else ""
-        params = {"start": start, **({"until": starts[i + 1]} if until else {})}
-        conn.execute(
-            f"insert into {clustered} select * from {model.name} where {column} >= $start{until}",
-            params,
-        )
-    conn.execute(f"insert into {clustered} select * from {model.name} where {column} is null")
-    conn.execute(f"drop table {model.name}")
-    conn.execute(f"alter table {clustered} rename to {_q(name)}")
+        if i + 1 < len(starts):
+            where = f"{column} >= $start and {column} < $until"
+            ranges.append((where, {"start": start, "until": starts[i + 1]}))
+        else:
+            ranges.append((f"{column} >= $start", {"start": start}))
+    ranges.append((f"{column} is null", {}))
+    for i, (where, params) in enumerate(ranges):
+        # The first range creates the table: a table made empty (``limit 0``) and then filled
+        # in the same transaction read back empty in it (DuckDB 2.0).
+        head = f"create or replace table {model.name} as" if i == 0 else f"insert into {model.name}"
+        conn.execute(f"{head} select * from {built} where {where}", params or None)
+    conn.execute(f"drop table {built}")
     return len(starts)
 
 

@@ -285,3 +285,36 @@ def test_a_full_build_leaves_a_span_model_in_time_order(
         assert stored[-1] is None  # rows without a time go last
         assert stored[:-1] == sorted(stored[:-1]), relation
     _same_as_a_full_build(conn, found)
+
+
+def test_ordering_a_large_build_keeps_its_rows_within_the_transaction(tmp_path: Path) -> None:
+    """3M rows written and ordered in one transaction read back whole in it: an earlier version
+    (an empty table made with ``limit 0``, then filled) read back 0 rows until the commit."""
+    with duckdb.connect(str(tmp_path / "big.duckdb")) as conn:
+        conn.execute("set memory_limit = '160MB'")
+        conn.execute("create schema s")
+        conn.execute("begin")
+        conn.execute(
+            "create table s.built as select hash(range) % 1000 as k, timestamp '2026-01-01'"
+            " + to_seconds((hash(range) % 31536000)::bigint) as t, repeat('x', 50) as v"
+            " from range(3000000)"
+        )
+        model = models.Model(
+            name="s.m",
+            schema="s",
+            path=tmp_path / "m.sql",
+            sql="",
+            deps=(),
+            materialization="table",
+            incremental_key=("k",),
+            span=models.Span("t", ("k",)),
+        )
+
+        ranges = incremental.cluster_by_time(conn, model, "s.built")
+
+        assert ranges > 1
+        assert conn.execute("select count(*), count(distinct k) from s.m").fetchall() == [
+            (3_000_000, 1000)
+        ]
+        conn.execute("commit")
+        assert conn.execute("select count(*) from s.m").fetchall() == [(3_000_000,)]
