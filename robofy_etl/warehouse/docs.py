@@ -133,9 +133,10 @@ def _maintained(model: Model) -> str:
     span = (
         ""
         if model.span is None
-        else f" The range of `{model.span.column}` per ({', '.join(model.span.per)}) is kept"
-        f" beside it (in the internal `spans` schema), so a run finds the rows of the keys it"
-        f" rebuilds within their time range instead of reading every row's key."
+        else f" Its rows are stored in `{model.span.column}` order, and the range of"
+        f" `{model.span.column}` per ({', '.join(model.span.per)}) is kept beside it (in the"
+        f" internal `spans` schema), so a run finds the rows of the keys it rebuilds within"
+        f" their time range, in the table's last row groups, instead of reading every row's key."
     )
     return (
         f"incrementally by ({key}): a run rebuilds the rows of the keys whose inputs changed,"
