@@ -221,7 +221,7 @@ BUILDS_SPAN_DDL = tuple(
 # Per model that declares a span (``--   span: sent_at per chatbot_id, session_id``), one
 # table holding, per key, the range of the model's time column over its rows: the rows of a
 # few touched conversations are then found by a cheap range test before the key lookup, not
-# by hashing the key columns of every stored message (see Planner._within_span). Not
+# by hashing the key columns of every stored message (see Planner._stored_range). Not
 # published. DuckDB only: PostgreSQL scans a table's rows whatever the filter.
 SPANS = "spans"
 
@@ -438,6 +438,8 @@ class Planner:
         sql: the build's back end (its connection inside the build's transaction); a DuckDB
             connection stands for ``DuckDBSQL(conn)``.
         tag: a unique prefix for this build's temporary tables.
+        models: every model of the build: which keep a span, and which columns of each
+            relation the models reading it map (its change set carries those).
     """
 
     def __init__(
@@ -757,9 +759,7 @@ def cluster_by_time(
     run a 160MB build out of memory; with the rows in time order the same run touches 3 row
     groups. Incremental builds append, so the order lasts. The rows are copied a time range at
     a time (ranges of about ``chunk_rows`` rows, by hour), so memory stays bounded; rows without
-    a time go last. (Copied into the model's own table, not renamed: in DuckDB 2.0 a table
-    renamed in the transaction that wrote it read back empty within that transaction.)
-    Returns the number of ranges.
+    a time go last. Returns the number of ranges.
     """
     span = model.span
     if span is None:
