@@ -582,15 +582,18 @@ def _build_one(
                 # Warehouses built before staging was materialized hold views of these names.
                 conn.execute(f"drop view {model.name}")
             table = model.materialization == "table"
-            # A model that keeps a span is built into a scratch table first, then copied
-            # into place in time order (see incremental.cluster_by_time).
+            # A large model that keeps a span is built in chunks into a scratch table, then
+            # copied into place in time order (see incremental.cluster_by_time). A small one
+            # fills a row group or two whatever its order, and later rows append in time.
             into = incremental.unclustered(model) if table and model.span else model.name
             chunks = (
                 incremental.build_in_chunks(conn, model, planner.tag, into=into) if table else 0
             )
             if not chunks:
-                conn.execute(f"create or replace {model.materialization} {into} as\n{model.sql}")
-            if into != model.name:
+                conn.execute(
+                    f"create or replace {model.materialization} {model.name} as\n{model.sql}"
+                )
+            elif into != model.name:
                 incremental.cluster_by_time(conn, model, into)
             _document(conn, model)
             if model.materialization == "table":
