@@ -51,12 +51,17 @@ def conn(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield connection
 
 
-def _models(root: Path) -> list[models.Model]:
-    for relation, sql in (("staging.stg_stats", STAGING), ("marts.daily", MART)):
+def _discover(root: Path, files: dict[str, str]) -> list[models.Model]:
+    """Write each ``relation: sql`` as a model file under ``root`` and discover them."""
+    for relation, sql in files.items():
         schema, name = relation.split(".")
         (root / schema).mkdir(parents=True, exist_ok=True)
         (root / schema / f"{name}.sql").write_text(sql, encoding="utf-8")
     return models.discover(root)
+
+
+def _models(root: Path) -> list[models.Model]:
+    return _discover(root, {"staging.stg_stats": STAGING, "marts.daily": MART})
 
 
 def _load(conn: duckdb.DuckDBPyConnection, rows: list[tuple[str, date, int]]) -> None:
@@ -166,14 +171,10 @@ from staging.stg_messages
 
 
 def _span_models(root: Path) -> list[models.Model]:
-    for relation, sql in (
-        ("staging.stg_messages", MESSAGES),
-        ("marts.conversation_messages", CONVERSATION_MESSAGES),
-    ):
-        schema, name = relation.split(".")
-        (root / schema).mkdir(parents=True, exist_ok=True)
-        (root / schema / f"{name}.sql").write_text(sql, encoding="utf-8")
-    return models.discover(root)
+    return _discover(
+        root,
+        {"staging.stg_messages": MESSAGES, "marts.conversation_messages": CONVERSATION_MESSAGES},
+    )
 
 
 def _message(conn: duckdb.DuckDBPyConnection, session: str, message: str, day: int | None) -> None:
