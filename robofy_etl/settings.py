@@ -320,7 +320,8 @@ class Settings:
         lambda name, raw: _choice(
             name, "urllib3" if raw.strip().lower() == "stdlib" else raw, ("urllib3", "httpx")
         ),
-        "'urllib3' (urllib3's pool under httpx; least CPU) or 'httpx' (httpx's own pool); "
+        "'urllib3' (kept-alive http.client connections, urllib3 through a proxy; least CPU) or "
+        "'httpx' (httpx's own pool); "
         "both honour HTTP(S)_PROXY and NO_PROXY. 'stdlib' (removed) is read as 'urllib3'.",
     )
     timeout_s: float = _setting(

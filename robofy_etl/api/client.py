@@ -31,10 +31,11 @@ from robofy_etl.api.errors import (
     RobofyTransportError,
     api_error_from_response,
 )
+from robofy_etl.api.httpx_deadline import add_attempt_deadline, attempt_deadline
 from robofy_etl.api.pagination import Page, describe_keys, extract_object, iter_pages
 from robofy_etl.api.records import normalize_record
 from robofy_etl.api.retry import backoff_delay, certificate_error, parse_retry_after, should_retry
-from robofy_etl.api.transport import Urllib3Transport, add_attempt_deadline, attempt_deadline
+from robofy_etl.api.transport import Urllib3Transport
 
 __all__ = ["ClientConfig", "EndpointStats", "RobofyClient"]
 

@@ -41,8 +41,9 @@ class ClientConfig:
             `parse_timestamp`).
         stats_params: Query names of E8 for project id, chatbot id, start and end date.
         page_token_param: Query parameter that sends the next-page token back.
-        http_transport: "urllib3" (default: `transport.Urllib3Transport`, urllib3's pool;
-            least CPU per request) or "httpx" (httpx's own transport, httpcore's pool). Both
+        http_transport: "urllib3" (default: `transport.Urllib3Transport`, kept-alive
+            ``http.client`` connections, urllib3's pools through a proxy; least CPU per
+            request) or "httpx" (httpx's own transport, httpcore's pool). Both
             honour HTTP_PROXY, HTTPS_PROXY and NO_PROXY, SSL_CERT_FILE and SSL_CERT_DIR.
     """
 

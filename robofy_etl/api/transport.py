@@ -1,13 +1,24 @@
-"""The client's default httpx transport: urllib3's pools, proxies from the environment, TLS.
+"""The client's default httpx transport: kept-alive ``http.client`` connections, proxies through
+urllib3, TLS.
 
-Why urllib3 under httpx: a sync is thousands of small GETs from a thread pool, so CPU per
-request matters (design.md section 6), and httpx's own transport (httpcore) spends most of it in
-its shared pool at 16 threads. urllib3 2.x is a maintained HTTP/1.1 stack (``http.client``
-underneath) with a thread-safe connection pool, CONNECT tunnels and TLS. The httpx ``Client``
-above it (URLs, headers, content decoding, ``Response``, ``MockTransport`` in tests) stays as it
-is; `Urllib3Transport` only moves bytes.
+Why not httpx's own transport: a sync is thousands of small GETs from a thread pool, so CPU per
+request matters (design.md section 6), and httpx's transport (httpcore) spends most of it in its
+shared pool at 16 threads. The httpx ``Client`` above this transport (URLs, headers, content
+decoding, ``Response``, ``MockTransport`` in tests) stays as it is; `Urllib3Transport` only
+moves bytes, on one of two routes per origin:
 
-What it adds to urllib3:
+- **Direct** (no proxy applies): ``http.client`` connections kept alive in a deque that every
+  thread takes from and gives back to (`_Direct`). ``http.client`` is the standard library's
+  HTTP/1.1 client (status line, headers, chunked and close-delimited bodies, TLS); urllib3 runs
+  on it too, and its pool, response objects and per-reuse ``poll`` cost about 0.2 ms of CPU per
+  request more: at 64 requests in flight the client then reaches 46% of the latency bound
+  instead of 63% (``make bench-client``, docs/performance.md). A kept-alive connection the
+  server closed while it sat idle fails on reuse before any response arrives; the request is
+  then sent once more on a new connection (a GET, so that is safe).
+- **Through a proxy**: urllib3's ``ProxyManager``, which forwards HTTP and tunnels HTTPS with
+  ``CONNECT`` (also to an ``https://`` proxy, which ``http.client`` cannot do).
+
+What both routes do:
 
 - **Proxies** from ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY`` (either case), read once
   with ``urllib.request.getproxies()``; ``NO_PROXY`` is matched by
@@ -22,12 +33,13 @@ What it adds to urllib3:
   ``ssl.SSLCertVerificationError``, which the client reports at once (``retry.certificate_error``).
 - **Keep-alive expiry.** A pooled connection idle for more than `KEEPALIVE_EXPIRY_S` is closed
   instead of reused (a firewall may have dropped it silently); one the server closed meanwhile
-  is noticed by urllib3 before reuse and replaced.
+  is replaced (noticed on reuse directly, by urllib3 before reuse through a proxy).
 - **One pool for every thread**, kept for the transport's lifetime: a fan-out's worker threads
   reuse the connections of the previous fan-out, and `close()` closes them all.
 - **Errors** as the httpx exceptions the retry layer already understands (``ConnectError``,
   ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ``ReadError``, ``ProxyError``).
-  urllib3's own retries and redirects are off: the client retries, in one place.
+  Neither route follows redirects or retries (but for the direct route's one resend on a
+  stale connection, above): the client retries, in one place.
 
 **The attempt deadline.** A read timeout bounds each wait for bytes, not the response: a server
 that sends one byte every 2 s never trips a 5 s read timeout, and once held one request for
@@ -36,14 +48,15 @@ attempt timeout, by default ``ATTEMPT_TIMEOUT_FACTOR`` (2) times the read timeou
 may take as long to arrive as the read timeout allows and as long again to stream in. Past it
 the attempt raises ``httpx.ReadTimeout`` and is retried like any timeout. Opening a connection
 (TCP, a proxy tunnel and the TLS handshake) is bounded by the connect timeout on top.
-`Urllib3Transport` enforces it under ``http.client``, in the reader of each response; for
-httpx's own transport, ``add_attempt_deadline`` wraps httpcore's network streams so every read
-waits at most until the deadline the client set with ``attempt_deadline``.
+`Urllib3Transport` enforces it under ``http.client`` (on both routes), in the reader of each
+response; for httpx's own transport, ``httpx_deadline.add_attempt_deadline`` wraps httpcore's
+network streams so every read waits at most until the deadline the client set.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import io
 import socket
@@ -51,12 +64,10 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-import httpcore
 import httpx
 import urllib3
 from urllib3 import exceptions as u3
@@ -70,8 +81,6 @@ __all__ = [
     "ATTEMPT_TIMEOUT_FACTOR",
     "KEEPALIVE_EXPIRY_S",
     "Urllib3Transport",
-    "add_attempt_deadline",
-    "attempt_deadline",
 ]
 
 ATTEMPT_TIMEOUT_FACTOR = 2.0
@@ -214,6 +223,172 @@ class _HTTPSPool(HTTPSConnectionPool):
 _POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
+class _Answer(NamedTuple):
+    """A whole response, as either route reads it."""
+
+    status: int
+    reason: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class _Proxied:
+    """Requests through a proxy, on urllib3's pool for it (CONNECT tunnels for HTTPS)."""
+
+    def __init__(self, pool: HTTPConnectionPool, absolute: bool) -> None:
+        self._pool = pool
+        self._absolute = absolute  # plain HTTP through a forwarding proxy: absolute URLs
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.pool is None
+
+    def exchange(self, request: httpx.Request) -> _Answer:
+        url = request.url
+        response = self._pool.urlopen(
+            request.method,
+            str(url) if self._absolute else url.raw_path.decode("ascii"),
+            body=request.read() or None,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw},
+            retries=_NO_RETRIES,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=True,
+            decode_content=False,
+        )
+        return _Answer(
+            response.status,
+            response.reason or "",
+            response.version_string,
+            list(response.headers.iteritems()),
+            response.data,
+        )
+
+
+class _DirectConnection(http.client.HTTPConnection):
+    """``http.client``'s connection, reading with the attempt deadline."""
+
+    response_class = _DeadlineResponse
+    last_used = 0.0
+
+
+class _DirectHTTPSConnection(_DirectConnection, http.client.HTTPSConnection):
+    """The HTTPS flavour of `_DirectConnection`."""
+
+
+class _ConnectFailed(Exception):
+    """Opening a direct connection failed (TCP or TLS); the cause is the error."""
+
+
+# Failures of a reused keep-alive connection that mostly mean the server closed it while it sat
+# idle: an idempotent request is then sent once more, on a new connection.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class _Direct:
+    """Keep-alive ``http.client`` connections to one origin, shared by every thread.
+
+    Connections wait in a deque (``append``/``pop`` are atomic, so taking and returning one
+    needs no lock): a thread takes the most recently used one, or opens a new one, and returns
+    it after the response is read. Up to ``maxsize`` idle connections are kept.
+    """
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int,
+        timeouts: tuple[float, float],
+        maxsize: int,
+        context: Callable[[], ssl.SSLContext],
+    ) -> None:
+        self._scheme, self._host, self._port = scheme, host, port
+        self._connect_timeout, self._read_timeout = timeouts
+        self._maxsize = maxsize
+        self._context = context
+        self._idle: collections.deque[_DirectConnection] = collections.deque()
+        self.closed = False
+
+    def _open(self) -> _DirectConnection:
+        connection: _DirectConnection
+        if self._scheme == "https":
+            connection = _DirectHTTPSConnection(
+                self._host, self._port, timeout=self._connect_timeout, context=self._context()
+            )
+        else:
+            connection = _DirectConnection(self._host, self._port, timeout=self._connect_timeout)
+        try:
+            connection.connect()  # TCP (and the TLS handshake) within the connect timeout
+        except Exception as exc:
+            connection.close()
+            raise _ConnectFailed(exc) from exc
+        connection.sock.settimeout(self._read_timeout)
+        return connection
+
+    def _take(self) -> _DirectConnection | None:
+        """An idle connection used within the keep-alive expiry; None when there is none."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return None
+            if time.monotonic() - connection.last_used <= KEEPALIVE_EXPIRY_S:
+                return connection
+            connection.close()  # idle too long: a firewall may have dropped it silently
+
+    def _give_back(self, connection: _DirectConnection) -> None:
+        if self.closed or len(self._idle) >= self._maxsize:
+            connection.close()
+            return
+        connection.last_used = time.monotonic()
+        self._idle.append(connection)
+
+    def exchange(self, request: httpx.Request) -> _Answer:
+        """Send `request` on a kept-alive connection (or a new one) and read the response."""
+        target = request.url.raw_path.decode("ascii")
+        body = request.read() or None
+        connection = self._take()
+        resend = connection is not None and request.method in _IDEMPOTENT
+        while True:
+            if connection is None:
+                connection = self._open()
+            try:
+                connection.putrequest(
+                    request.method, target, skip_host=True, skip_accept_encoding=True
+                )
+                for name, value in request.headers.raw:  # Host and Accept-Encoding included
+                    connection.putheader(name, value)
+                connection.endheaders(body)
+                response = connection.getresponse()
+                data = response.read()
+            except _STALE:
+                connection.close()
+                if not resend:
+                    raise
+                connection, resend = None, False  # once more, on a new connection
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            if response.will_close:
+                connection.close()
+            else:
+                self._give_back(connection)
+            version = "HTTP/1.0" if response.version == 10 else "HTTP/1.1"
+            return _Answer(response.status, response.reason, version, response.getheaders(), data)
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when they are given back."""
+        self.closed = True
+        while self._idle:
+            try:
+                self._idle.pop().close()
+            except IndexError:
+                return
+
+
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     """`exc` or the first exception of type `kind` among its causes and arguments."""
     seen: set[int] = set()
@@ -284,6 +459,7 @@ class Urllib3Transport(httpx.BaseTransport):
         self._attempt_timeout = (
             ATTEMPT_TIMEOUT_FACTOR * read_timeout if attempt_timeout is None else attempt_timeout
         )
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._max_connections = max_connections
         self._ssl_context = ssl_context
@@ -295,9 +471,8 @@ class Urllib3Transport(httpx.BaseTransport):
                 self._proxies[scheme] = _proxy_from(scheme, found[scheme])
         self._secrets = [p.secret for p in self._proxies.values() if p.secret]
         self._lock = threading.Lock()
-        # (scheme, host, port) -> the pool that serves it, and whether it takes absolute URLs
-        # (plain HTTP through a forwarding proxy).
-        self._routes: dict[tuple[str, str, int], tuple[HTTPConnectionPool, bool]] = {}
+        # (scheme, host, port) -> its route: direct, or through a proxy.
+        self._routes: dict[tuple[str, str, int], _Direct | _Proxied] = {}
         self._managers: dict[str | None, urllib3.PoolManager] = {}
 
     def _context(self) -> ssl.SSLContext:
@@ -331,19 +506,30 @@ class Urllib3Transport(httpx.BaseTransport):
             self._managers[key] = manager
         return manager
 
-    def _route(self, scheme: str, host: str, port: int) -> tuple[HTTPConnectionPool, bool]:
+    def _route(self, scheme: str, host: str, port: int) -> _Direct | _Proxied:
+        """Where requests to an origin go: straight to it, or through the proxy for it."""
         key = (scheme, host, port)
         route = self._routes.get(key)
-        if route is not None and route[0].pool is not None:
+        if route is not None and not route.closed:
             return route
         with self._lock:
             proxy = self._proxies.get(scheme)
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             if proxy is not None and self._no_proxy and _bypass_proxy(where, self._no_proxy):
                 proxy = None
-            manager = self._manager(proxy)
-            pool = manager.connection_from_host(host, port, scheme)
-            route = self._routes[key] = (pool, proxy is not None and scheme == "http")
+            if proxy is None:
+                route = _Direct(
+                    scheme,
+                    host,
+                    port,
+                    (self._connect_timeout, self._read_timeout),
+                    self._max_connections,
+                    self._context,
+                )
+            else:
+                pool = self._manager(proxy).connection_from_host(host, port, scheme)
+                route = _Proxied(pool, absolute=scheme == "http")
+            self._routes[key] = route
         return route
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -353,44 +539,35 @@ class Urllib3Transport(httpx.BaseTransport):
         if scheme not in _SCHEMES:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
         host = url.host
-        pool, absolute = self._route(scheme, host, url.port or (443 if scheme == "https" else 80))
-        target = str(url) if absolute else url.raw_path.decode("ascii")
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+        route = self._route(scheme, host, url.port or (443 if scheme == "https" else 80))
         _exchange.timeout = self._attempt_timeout
         _exchange.expired = False
         try:
-            response = pool.urlopen(
-                request.method,
-                target,
-                body=request.read() or None,
-                headers=headers,
-                retries=_NO_RETRIES,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=True,
-                decode_content=False,
-            )
+            answer = route.exchange(request)
         except Exception as exc:
             raise self._error(exc, host, request) from _cause(exc)
         finally:
             _exchange.timeout = None
         return httpx.Response(
-            response.status,
-            headers=[
-                (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in response.headers.iteritems()
-            ],
-            stream=httpx.ByteStream(response.data),
+            answer.status,
+            headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers],
+            stream=httpx.ByteStream(answer.body),
             request=request,
             extensions={
-                "http_version": response.version_string.encode("ascii"),
-                "reason_phrase": (response.reason or "").encode("latin-1"),
+                "http_version": answer.version.encode("ascii"),
+                "reason_phrase": answer.reason.encode("latin-1"),
             },
         )
 
     def _error(self, exc: Exception, host: str, request: httpx.Request) -> Exception:
-        """The httpx exception for a urllib3 failure, with no proxy password in its text."""
-        detail = f"{type(exc).__name__}: {exc}"
+        """The httpx exception for a failed exchange, with no proxy password in its text.
+
+        `exc` comes from ``http.client`` or the socket on a direct route (`_ConnectFailed`
+        around a failure to connect), or from urllib3 on a proxy's.
+        """
+        cause = exc.__cause__ if isinstance(exc, _ConnectFailed) else None
+        shown = cause or exc
+        detail = f"{type(shown).__name__}: {shown}"
         for secret in self._secrets:
             detail = detail.replace(secret, "***")
         if _find(exc, ssl.SSLCertVerificationError) is not None:
@@ -405,17 +582,27 @@ class Urllib3Transport(httpx.BaseTransport):
             )
         if isinstance(exc, u3.ProxyError):
             proxy = self._proxies.get(request.url.scheme)
-            shown = proxy.shown if proxy is not None else "the proxy"
-            return httpx.ProxyError(f"proxy {shown} failed for {host}: {detail}", request=request)
+            shown_proxy = proxy.shown if proxy is not None else "the proxy"
+            return httpx.ProxyError(
+                f"proxy {shown_proxy} failed for {host}: {detail}", request=request
+            )
         kind: type[httpx.TransportError]
-        if isinstance(exc, u3.NewConnectionError):  # before its base class, ConnectTimeoutError
-            kind, what = httpx.ConnectError, f"cannot connect to {host}"
-        elif isinstance(exc, u3.ConnectTimeoutError):
-            kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
-        elif isinstance(exc, u3.ReadTimeoutError):
+        if isinstance(exc, u3.ConnectTimeoutError) or cause is not None:
+            # urllib3's NewConnectionError is a ConnectTimeoutError that did not time out.
+            if isinstance(exc, u3.NewConnectionError) or not isinstance(
+                cause or exc, (TimeoutError, u3.ConnectTimeoutError, ssl.SSLError)
+            ):
+                kind, what = httpx.ConnectError, f"cannot connect to {host}"
+            elif isinstance(cause, ssl.SSLError):
+                kind, what = httpx.ConnectError, f"TLS handshake with {host} failed"
+            else:
+                kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
+        elif isinstance(exc, (u3.ReadTimeoutError, TimeoutError)):
             kind, what = httpx.ReadTimeout, f"timed out reading from {host}"
         elif isinstance(exc, u3.SSLError):  # a TLS failure other than the certificate
             kind, what = httpx.ConnectError, f"TLS handshake with {host} failed"
+        elif isinstance(exc, (http.client.HTTPException, ConnectionError)):
+            kind, what = httpx.RemoteProtocolError, f"connection to {host} broke"
         elif isinstance(exc, u3.ProtocolError):
             broken = _find(exc, ConnectionError) or _find(exc, http.client.HTTPException)
             kind = (
@@ -434,10 +621,13 @@ class Urllib3Transport(httpx.BaseTransport):
         """Close every pooled connection; connections in use close when they are returned."""
         with self._lock:
             managers = list(self._managers.values())
+            direct = [route for route in self._routes.values() if isinstance(route, _Direct)]
             self._managers.clear()
             self._routes.clear()
         for manager in managers:
             manager.clear()
+        for route in direct:
+            route.close()
 
     def __enter__(self) -> Urllib3Transport:
         return self
@@ -470,133 +660,3 @@ def _proxy_from(scheme: str, url: str) -> _Proxy:
             f"a host (found a {proxy.scheme}:// URL); SOCKS proxies are not supported."
         )
     return proxy
-
-
-# -- the attempt deadline for httpx's own transport ---------------------------------------------
-
-_attempt = threading.local()  # .deadline: monotonic time the current exchange must end by
-
-
-@contextmanager
-def attempt_deadline(seconds: float) -> Iterator[None]:
-    """Bound the reads of the exchange run inside the block (this thread) to `seconds` in all.
-
-    Only streams wrapped by `add_attempt_deadline` obey it. Time spent opening a connection is
-    added back, as the connect timeout bounds that part.
-    """
-    _attempt.deadline = time.monotonic() + seconds
-    try:
-        yield
-    finally:
-        _attempt.deadline = None
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """An httpcore stream whose reads also stop at the thread's attempt deadline."""
-
-    def __init__(self, stream: httpcore.NetworkStream) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        deadline: float | None = getattr(_attempt, "deadline", None)
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise httpcore.ReadTimeout(
-                    "no complete response within the attempt timeout "
-                    "(the server is sending too slowly)"
-                )
-            if timeout is None or remaining < timeout:
-                timeout = remaining
-        return self._stream.read(max_bytes, timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        with _connecting():
-            return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-@contextmanager
-def _connecting() -> Iterator[None]:
-    """Give the time spent connecting back to the attempt deadline (the connect timeout's)."""
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        deadline: float | None = getattr(_attempt, "deadline", None)
-        if deadline is not None:
-            _attempt.deadline = deadline + (time.monotonic() - started)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """Wraps httpcore's network backend so that every stream it opens is a `_DeadlineStream`."""
-
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self._backend = backend
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        with _connecting():
-            stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        with _connecting():
-            stream = self._backend.connect_unix_socket(path, timeout, socket_options)
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
-
-
-def add_attempt_deadline(client: httpx.Client) -> int:
-    """Make the httpx transports of `client` honour `attempt_deadline`.
-
-    httpx has no total timeout and does not let a caller choose httpcore's network backend, so
-    this swaps the backend of each connection pool the client built (its default transport and
-    one per proxy it found in the environment) for a wrapper. It reaches into two private
-    attributes (``httpx.HTTPTransport._pool``, ``httpcore.ConnectionPool._network_backend``),
-    as the client already does for the cookie jar; the transport tests fail if either moves.
-    Call it before the first request.
-
-    Args:
-        client: An ``httpx.Client`` built without a custom transport.
-
-    Returns:
-        How many connection pools now honour the deadline.
-    """
-    transports = [client._transport, *client._mounts.values()]
-    wrapped = 0
-    for transport in transports:
-        pool = getattr(transport, "_pool", None)
-        backend = getattr(pool, "_network_backend", None)
-        if isinstance(backend, httpcore.NetworkBackend) and not isinstance(
-            backend, _DeadlineBackend
-        ):
-            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
-            wrapped += 1
-    return wrapped

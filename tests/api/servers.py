@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -102,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.record(self.path, self.headers.get("Authorization"))
+        time.sleep(self.server.delay)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(PROJECTS_BODY)))
@@ -116,6 +118,7 @@ class ApiServer(ThreadingHTTPServer):
         paths: The request target of every GET, in arrival order.
         authorizations: The Authorization header of every GET.
         accepted: Connections accepted so far.
+        delay: Seconds each GET waits before it is answered (0 unless a test sets it).
     """
 
     daemon_threads = True
@@ -130,6 +133,7 @@ class ApiServer(ThreadingHTTPServer):
         self.paths: list[str] = []
         self.authorizations: list[str | None] = []
         self.accepted = 0
+        self.delay = 0.0
         self._open: set[int] = set()
         self._lock = threading.Condition()
         threading.Thread(target=self.serve_forever, daemon=True).start()

@@ -29,12 +29,14 @@ from .servers import ApiServer
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections: set[int] = set()
+    paths: list[str] = []
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
         type(self).connections.add(id(self.connection))
+        type(self).paths.append(self.path)
         if self.path.startswith("/slow"):
             time.sleep(0.5)
         if self.path.startswith("/reset"):
@@ -57,6 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.connections = set()
+    _Handler.paths = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -111,6 +114,16 @@ def test_reset_raises_a_retriable_protocol_error(server: str) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             client.get("/reset")
         assert client.get("/ok").status_code == 200
+
+
+def test_a_reset_on_a_reused_connection_is_sent_once_more_on_a_new_one(server: str) -> None:
+    # A kept-alive connection the server dropped while idle fails on reuse before any response:
+    # the direct route sends the GET once more on a new connection, but only once.
+    with _client(server) as client:
+        assert client.get("/ok").status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get("/reset")
+    assert _Handler.paths == ["/ok", "/reset", "/reset"]
 
 
 def test_refused_connection_raises_connect_error() -> None:
@@ -401,6 +414,31 @@ def test_an_idle_connection_expires_and_is_closed(
         assert api_server.accepted == 2  # not reused: a new connection
         # ... and the expired one was closed by the client, not left open.
         assert api_server.open_connections() == 1
+    assert api_server.wait_until_all_closed() == 0
+
+
+def test_idle_connections_beyond_the_pool_size_are_closed(api_server: ApiServer) -> None:
+    api_server.delay = 0.3  # so that six requests are in flight at once
+    transport = Urllib3Transport(connect_timeout=2.0, read_timeout=5.0, max_connections=2)
+    with httpx.Client(base_url=api_server.base_url, transport=transport) as client:
+
+        def get() -> None:
+            client.get("/p").raise_for_status()
+
+        threads = [threading.Thread(target=get) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert api_server.accepted == 6
+        deadline = time.monotonic() + 5
+        while api_server.open_connections() > 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert api_server.open_connections() == 2  # two kept for reuse, four closed
+        api_server.delay = 0.0
+        for _ in range(4):
+            get()
+        assert api_server.accepted == 6  # the kept ones were reused
     assert api_server.wait_until_all_closed() == 0
 
 
