@@ -103,11 +103,15 @@ def model_assets(models: Sequence[Model], pool: str | None = POOL) -> dg.AssetsD
             )
         else:
             wh = warehouse.get_duckdb()
-            with wh.transaction(run_id=context.run.run_id) as tx:
-                results = build(
-                    tx.conn, models, select=[m.name for m in selected], full_refresh=full_refresh
-                )
-            published = str(wh.publish(warehouse.publish_path or None))
+            with wh.hold():
+                with wh.transaction(run_id=context.run.run_id) as tx:
+                    results = build(
+                        tx.conn,
+                        models,
+                        select=[m.name for m in selected],
+                        full_refresh=full_refresh,
+                    )
+                published = str(wh.publish(warehouse.publish_path or None))
             modes = {mode: sum(r.mode == mode for r in results) for mode in ("full", "incremental")}
             log.info(
                 "built %d SQL models (%d in full, %d incrementally, the rest unchanged); "

@@ -144,9 +144,10 @@ def _sync_pass(
         naive_tz,
         (SESSIONS.endpoint.name, MESSAGES.endpoint.name),
     )
-    chatbots = wh.active_chatbots()
-    stored = wh.stored_sessions([c for c, _ in chatbots], window.start, window.end)
-    pending = {(o.chatbot_id, o.item): o for o in wh.outstanding(MESSAGES_TABLE)}
+    with wh.hold():
+        chatbots = wh.active_chatbots()
+        stored = wh.stored_sessions([c for c, _ in chatbots], window.start, window.end)
+        pending = {(o.chatbot_id, o.item): o for o in wh.outstanding(MESSAGES_TABLE)}
 
     stored_keys = by_chatbot(stored)
     fetch = fetcher(api)

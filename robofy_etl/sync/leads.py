@@ -41,8 +41,11 @@ def sync_leads(
     """
     t = Tracker(api, "leads", str(window), naive_tz, (LEADS.endpoint.name,))
     table = LEADS.name
-    chatbots = wh.active_chatbots()
-    stored = wh.stored_keys(table, "lead_id", [c for c, _ in chatbots], window.start, window.end)
+    with wh.hold():
+        chatbots = wh.active_chatbots()
+        stored = wh.stored_keys(
+            table, "lead_id", [c for c, _ in chatbots], window.start, window.end
+        )
     stored_by_chatbot = by_chatbot((s.chatbot_id, s.key) for s in stored)
     scans = scan_all(api, t, LEADS, window, chatbots, stored_by_chatbot, full_scan=full_scan)
     usable = [s for s in scans if s.usable]

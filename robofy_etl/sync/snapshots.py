@@ -61,8 +61,9 @@ def sync_chatbots(
     """
     t = Tracker(api, "chatbots", "snapshot", naive_tz, ("chatbots", "chatbot"))
     table = CHATBOTS.name
-    project_ids = wh.active_project_ids()
-    stored = wh.active_chatbots()
+    with wh.hold():
+        project_ids = wh.active_project_ids()
+        stored = wh.active_chatbots()
 
     def list_chatbots(project_id: int) -> list[dict[str, Any]] | RobofyError:
         try:

@@ -61,6 +61,29 @@ def test_transaction_closes_its_connection(wh: Warehouse) -> None:
         tx.conn.execute("select 1")
 
 
+def test_hold_keeps_one_database_open_for_its_block_and_then_lets_go(wh: Warehouse) -> None:
+    # A GLOBAL setting lives as long as DuckDB's open database: connections inside the hold see
+    # what an earlier one set, and the first connection after it finds the database rebuilt.
+    def order() -> str:
+        with wh.connect() as conn:
+            row = conn.execute("select current_setting('default_order')").fetchone()
+        assert row is not None
+        return str(row[0]).lower()[:3]  # "asc"/"ascending", "desc"/"descending"
+
+    assert order() == "asc"
+    with wh.hold():
+        with wh.connect() as conn:
+            conn.execute("SET GLOBAL default_order = 'DESC'")
+        assert order() == "des"  # the same open database, not a new one
+        with wh.transaction(run_id="r") as tx:
+            tx.set_state("sessions", "chatbot:x", {"n": 1})
+        assert wh.get_state("sessions", "chatbot:x") == {"n": 1}
+    assert order() == "asc"  # closed with the block
+    # ... so another process can take the file at once.
+    script = f"import duckdb; duckdb.connect({str(wh.path)!r}).close()"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
 def test_transaction_rolls_back_on_error(wh: Warehouse) -> None:
     with wh.transaction(run_id="r1") as tx:
         tx.replace("robofy__inbox_sessions", [session_row("a", "s1", "2026-10-01")], slice=DAY_1)

@@ -131,6 +131,11 @@ class PgWarehouse:
             self._create_all(conn)
 
     @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Nothing to hold: connections come from a pool (see ``WarehouseLike.hold``)."""
+        yield
+
+    @contextmanager
     def _ready(self) -> Iterator[sa.Connection]:
         """A pooled connection, the schemas and tables created first if this ``PgWarehouse``
         has not done so yet."""
