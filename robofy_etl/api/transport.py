@@ -10,11 +10,10 @@ moves bytes, on one of two routes per origin:
 - **Direct** (no proxy applies): ``http.client`` connections kept alive in a deque that every
   thread takes from and gives back to (`_Direct`). ``http.client`` is the standard library's
   HTTP/1.1 client (status line, headers, chunked and close-delimited bodies, TLS); urllib3 runs
-  on it too, and its pool, response objects and per-reuse ``poll`` cost about 0.2 ms of CPU per
+  on it too, and its pool and response objects cost about 0.2 ms of CPU per
   request more: at 64 requests in flight the client then reaches 46% of the latency bound
-  instead of 63% (``make bench-client``, docs/performance.md). A kept-alive connection the
-  server closed while it sat idle fails on reuse before any response arrives; the request is
-  then sent once more on a new connection (a GET, so that is safe).
+  instead of 63% (``make bench-client``, docs/performance.md). Like urllib3, it polls a
+  connection that sat idle before reusing it, and replaces one the server closed meanwhile.
 - **Through a proxy**: urllib3's ``ProxyManager``, which forwards HTTP and tunnels HTTPS with
   ``CONNECT`` (also to an ``https://`` proxy, which ``http.client`` cannot do).
 
@@ -33,13 +32,12 @@ What both routes do:
   ``ssl.SSLCertVerificationError``, which the client reports at once (``retry.certificate_error``).
 - **Keep-alive expiry.** A pooled connection idle for more than `KEEPALIVE_EXPIRY_S` is closed
   instead of reused (a firewall may have dropped it silently); one the server closed meanwhile
-  is replaced (noticed on reuse directly, by urllib3 before reuse through a proxy).
+  is noticed before reuse and replaced.
 - **One pool for every thread**, kept for the transport's lifetime: a fan-out's worker threads
   reuse the connections of the previous fan-out, and `close()` closes them all.
 - **Errors** as the httpx exceptions the retry layer already understands (``ConnectError``,
   ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ``ReadError``, ``ProxyError``).
-  Neither route follows redirects or retries (but for the direct route's one resend on a
-  stale connection, above): the client retries, in one place.
+  Neither route follows redirects or retries: the client retries, in one place.
 
 **The attempt deadline.** A read timeout bounds each wait for bytes, not the response: a server
 that sends one byte every 2 s never trips a 5 s read timeout, and once held one request for
@@ -59,6 +57,7 @@ import base64
 import collections
 import http.client
 import io
+import select
 import socket
 import ssl
 import threading
@@ -281,10 +280,20 @@ class _ConnectFailed(Exception):
     """Opening a direct connection failed (TCP or TLS); the cause is the error."""
 
 
-# Failures of a reused keep-alive connection that mostly mean the server closed it while it sat
-# idle: an idempotent request is then sent once more, on a new connection.
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# A connection given back less than this long ago is reused without polling it: in a fan-out
+# connections come back and go out again within milliseconds, and the poll (a system call, so a
+# GIL hand-off) cost more than the rest of taking one. A server that closes a connection that
+# soon without saying so fails that request, which the client retries.
+_POLL_AFTER_S = 0.1
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection's socket is readable: the server closed it (or
+    sent something unasked, which leaves it unusable too). One ``poll`` that does not wait,
+    as urllib3 checks before each reuse."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Direct:
@@ -328,15 +337,20 @@ class _Direct:
         return connection
 
     def _take(self) -> _DirectConnection | None:
-        """An idle connection used within the keep-alive expiry; None when there is none."""
+        """An idle connection still open, used within the keep-alive expiry; None when there is
+        none. An expired one is closed (a firewall may have dropped it silently), and so is one
+        the server closed while it sat idle."""
         while True:
             try:
                 connection = self._idle.pop()
             except IndexError:
                 return None
-            if time.monotonic() - connection.last_used <= KEEPALIVE_EXPIRY_S:
+            idle = time.monotonic() - connection.last_used
+            if idle <= KEEPALIVE_EXPIRY_S and (
+                idle < _POLL_AFTER_S or not _dropped(connection.sock)
+            ):
                 return connection
-            connection.close()  # idle too long: a firewall may have dropped it silently
+            connection.close()
 
     def _give_back(self, connection: _DirectConnection) -> None:
         if self.closed or len(self._idle) >= self._maxsize:
@@ -349,35 +363,23 @@ class _Direct:
         """Send `request` on a kept-alive connection (or a new one) and read the response."""
         target = request.url.raw_path.decode("ascii")
         body = request.read() or None
-        connection = self._take()
-        resend = connection is not None and request.method in _IDEMPOTENT
-        while True:
-            if connection is None:
-                connection = self._open()
-            try:
-                connection.putrequest(
-                    request.method, target, skip_host=True, skip_accept_encoding=True
-                )
-                for name, value in request.headers.raw:  # Host and Accept-Encoding included
-                    connection.putheader(name, value)
-                connection.endheaders(body)
-                response = connection.getresponse()
-                data = response.read()
-            except _STALE:
-                connection.close()
-                if not resend:
-                    raise
-                connection, resend = None, False  # once more, on a new connection
-                continue
-            except BaseException:
-                connection.close()
-                raise
-            if response.will_close:
-                connection.close()
-            else:
-                self._give_back(connection)
-            version = "HTTP/1.0" if response.version == 10 else "HTTP/1.1"
-            return _Answer(response.status, response.reason, version, response.getheaders(), data)
+        connection = self._take() or self._open()
+        try:
+            connection.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
+            for name, value in request.headers.raw:  # Host and Accept-Encoding included
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._give_back(connection)
+        version = "HTTP/1.0" if response.version == 10 else "HTTP/1.1"
+        return _Answer(response.status, response.reason, version, response.getheaders(), data)
 
     def close(self) -> None:
         """Close the idle connections; those in use close when they are given back."""
