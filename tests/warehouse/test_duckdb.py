@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from robofy_etl.warehouse import (
@@ -82,6 +83,41 @@ def test_hold_keeps_one_database_open_for_its_block_and_then_lets_go(wh: Warehou
     # ... so another process can take the file at once.
     script = f"import duckdb; duckdb.connect({str(wh.path)!r}).close()"
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_threads_may_open_and_close_connections_at_once(wh: Warehouse) -> None:
+    # DuckDB's Python client races when threads of one process open and close connections to
+    # one file at the same time (see _instance_lock); a sync's streams do exactly that.
+    with wh.connect() as conn:
+        conn.execute("create table meta.race (a int)")
+    errors: list[str] = []
+    stop = time.monotonic() + 3.0
+
+    def insert() -> None:
+        rows = pa.table({"a": pa.array([1, 2, 3], pa.int32())})
+        while time.monotonic() < stop:
+            try:
+                with wh.connect() as conn:
+                    conn.register("rows", rows)  # as the loads do: read by DuckDB's Arrow scan
+                    conn.execute("insert into meta.race select * from rows")
+            except Exception as exc:  # every failure is the finding
+                errors.append(str(exc))
+
+    def churn() -> None:
+        while time.monotonic() < stop:
+            try:
+                with wh.hold():
+                    pass
+            except Exception as exc:
+                errors.append(str(exc))
+
+    threads = [threading.Thread(target=insert) for _ in range(2)]
+    threads.append(threading.Thread(target=churn))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_transaction_rolls_back_on_error(wh: Warehouse) -> None:
