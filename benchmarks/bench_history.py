@@ -26,8 +26,14 @@ that command exists. The default account is sized like the one issue 9 measured 
 messages and ~540k sessions in five months): 120 chatbots, ~3,600 sessions and ~35,000
 messages a day.
 
+``--warehouse postgresql`` writes each history into a database of a throwaway PostgreSQL 15
+cluster (tests/pg.py: loopback, durability off as in the tests), runs ``ANALYZE`` after the load
+(as autovacuum would), builds the models with ``build_models(full_refresh=True)`` and points
+the hourly runs at it with ``ROBOFY_WAREHOUSE_URL``.
+
     .venv/bin/python benchmarks/bench_history.py [--days 14 90 365] [--quick]
         [--chatbots 120] [--sessions-per-day 3600] [--latency-ms 20] [--in-flight 16] [--keep DIR]
+        [--warehouse duckdb|postgresql]
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -57,7 +64,7 @@ from robofy_etl.api.records import normalize_record, parse_timestamp
 from robofy_etl.simulator import SCALES, Dataset, Faults, Scale, SimulatorConfig, Variants, serve
 from robofy_etl.simulator.app import State, _renderer
 from robofy_etl.simulator.dataset import Lead, Session, new_world
-from robofy_etl.warehouse import Slice, Warehouse
+from robofy_etl.warehouse import Slice, Warehouse, WarehouseLike
 
 SCALE = "history"  # registered in the simulator's scales by register_account()
 SEED = 1
@@ -226,7 +233,7 @@ def _days(rows: Sequence[dict[str, Any]]) -> Slice:
 
 
 def write_part(
-    wh: Warehouse,
+    wh: WarehouseLike,
     shaper: Shaper,
     sessions: Sequence[Session],
     leads: Sequence[Lead],
@@ -275,7 +282,7 @@ def write_part(
     return len(sessions), messages
 
 
-def build_history(wh: Warehouse, clock: datetime, days: int) -> dict[str, int]:
+def build_history(wh: WarehouseLike, clock: datetime, days: int) -> dict[str, int]:
     """Fill ``wh`` with the ``days`` days of history before ``clock``; returns what was written.
 
     The last ``SIM_DAYS`` (at most) are exactly what the simulator serves at ``clock``; the older
@@ -329,8 +336,13 @@ def build_history(wh: Warehouse, clock: datetime, days: int) -> dict[str, int]:
     n_sessions, n_messages = write_part(
         wh, shaper, recent.sessions, recent.leads, (sim_start.date(), clock.date())
     )
-    with wh.connect() as conn:
-        conn.execute("CHECKPOINT")
+    if isinstance(wh, Warehouse):
+        with wh.connect() as conn:
+            conn.execute("CHECKPOINT")
+    else:  # PostgreSQL: the statistics autovacuum would have gathered after a load this size
+        with wh.connect() as conn:  # type: ignore[attr-defined]
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
     return {
         "sessions": total_sessions + n_sessions,
         "messages": total_messages + n_messages,
@@ -340,17 +352,28 @@ def build_history(wh: Warehouse, clock: datetime, days: int) -> dict[str, int]:
 # --------------------------------------------------------------------------- processes
 
 
+def open_warehouse(target: Path | str) -> WarehouseLike:
+    """The DuckDB file at ``target``, or the PostgreSQL database a URL string names."""
+    if isinstance(target, Path):
+        return Warehouse(target)
+    from robofy_etl.warehouse.pg.warehouse import PgWarehouse  # the postgres extra
+
+    wh = PgWarehouse(target)
+    wh.initialize()
+    return wh
+
+
 def _load(
-    conn: Connection, path: Path, clock: datetime, days: int, account: tuple[int, int]
+    conn: Connection, path: Path | str, clock: datetime, days: int, account: tuple[int, int]
 ) -> None:
     """``build_history`` in a process of its own (see ``load``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("robofy_etl").setLevel(logging.WARNING)
     register_account(*account)
-    conn.send(build_history(Warehouse(path), clock, days))
+    conn.send(build_history(open_warehouse(path), clock, days))
 
 
-def load(path: Path, clock: datetime, days: int, account: tuple[int, int]) -> dict[str, int]:
+def load(path: Path | str, clock: datetime, days: int, account: tuple[int, int]) -> dict[str, int]:
     """Build the history in a fresh process, so that this one stays small.
 
     On Linux a child's peak RSS (``ru_maxrss``) starts at its parent's RSS when it was forked;
@@ -430,12 +453,23 @@ print(json.dumps({{"build_s": built - started, "publish_s": time.monotonic() - b
 """
 
 
+PG_BUILD = """
+import json, time
+from robofy_etl.warehouse.models import discover
+from robofy_etl.warehouse.pg.warehouse import PgWarehouse
+wh = PgWarehouse({url!r})
+started = time.monotonic()
+wh.build_models(discover(), full_refresh=True)
+print(json.dumps({{"build_s": time.monotonic() - started, "publish_s": 0.0}}))
+"""
+
+
 def default_memory_limit() -> str:
     """The memory limit the pipeline runs with here (ROBOFY_DUCKDB_MEMORY_LIMIT or its default)."""
     return os.environ.get("ROBOFY_DUCKDB_MEMORY_LIMIT", "160MB")
 
 
-def initial_build(path: Path, setup_limit: str) -> tuple[Timed, dict[str, float], str]:
+def initial_build(path: Path | str, setup_limit: str) -> tuple[Timed, dict[str, float], str]:
     """A full model build and a publish (what the run before the timed one leaves), timed.
 
     Under the pipeline's memory limit; if that runs out of memory (a finding: it is reported),
@@ -445,6 +479,12 @@ def initial_build(path: Path, setup_limit: str) -> tuple[Timed, dict[str, float]
         The timed build, its build and publish seconds, and a note ("" if nothing to say).
     """
     note = ""
+    if isinstance(path, str):  # PostgreSQL: one transaction, nothing to publish
+        timed = _timed([sys.executable, "-c", PG_BUILD.format(url=path)])
+        if timed.status != 0:
+            print(timed.output)
+            raise SystemExit("the initial model build on PostgreSQL failed")
+        return timed, json.loads(timed.output.strip().splitlines()[-1]), note
     limit = default_memory_limit()
     timed = _timed([sys.executable, "-c", BUILD.format(path=str(path), limit=limit)])
     if timed.status != 0 and "ran out of memory" in timed.output:
@@ -472,7 +512,7 @@ HOURLY_RUNS = 2  # the first after the full build, then the one timed (see hourl
 
 
 def hourly_runs(
-    path: Path, clock: datetime, days: int, args: argparse.Namespace
+    path: Path | str, clock: datetime, days: int, args: argparse.Namespace
 ) -> list[dict[str, float]]:
     """Serve the account at ``clock``, then `HOURLY_RUNS` times move it one hour on and time
     the hourly sync.
@@ -494,10 +534,14 @@ def hourly_runs(
             **os.environ,
             "ROBOFY_API_KEY": api_key,
             "ROBOFY_BASE_URL": base_url,
-            "ROBOFY_DUCKDB_PATH": str(path),
             "ROBOFY_MAX_IN_FLIGHT": str(args.in_flight),
         }
         env.pop("DAGSTER_HOME", None)
+        env.pop("ROBOFY_WAREHOUSE_URL", None)
+        if isinstance(path, Path):
+            env["ROBOFY_DUCKDB_PATH"] = str(path)
+        else:
+            env["ROBOFY_WAREHOUSE_URL"] = path
         for hour in range(1, HOURLY_RUNS + 1):
             _ask(parent, "advance")
             today = (clock + timedelta(hours=hour)).date()
@@ -529,6 +573,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--keep", type=Path, help="keep each warehouse in this directory")
     parser.add_argument(
+        "--warehouse",
+        choices=("duckdb", "postgresql"),
+        default="duckdb",
+        help="postgresql: each history in a database of a throwaway PostgreSQL 15 cluster "
+        "(tests/pg.py: loopback, durability off as in the tests)",
+    )
+    parser.add_argument(
         "--setup-memory-limit",
         default="4GB",
         help="DuckDB memory for the initial full build if it runs out under the pipeline's",
@@ -546,17 +597,30 @@ def main() -> None:
     notes: list[str] = []
     rebuild = rebuild_command()
     rebuilt: Timed | None = None
-    with tempfile.TemporaryDirectory(prefix="bench_history_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_history_") as tmp, _cluster(args) as cluster:
         directory = args.keep or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
         for days in days_list:
             path = directory / f"history_{days}d.duckdb"
             for stale in directory.glob(f"{path.name}*"):
                 stale.unlink()
+            target: Path | str = path
+            if cluster is not None:  # a database of its own; the password stays in this process
+                url = cluster.create_database(f"history_{days}d")
+                target = url.render_as_string(hide_password=False)
             started = time.monotonic()
-            written = load(path, clock, days, (args.chatbots, args.sessions_per_day))
+            written = load(target, clock, days, (args.chatbots, args.sessions_per_day))
             load_s = time.monotonic() - started
-            size_mb = path.stat().st_size / 1e6
+            size_mb = (
+                path.stat().st_size / 1e6
+                if cluster is None
+                else float(
+                    cluster.execute(  # type: ignore[arg-type]
+                        f"select pg_database_size('history_{days}d')", f"history_{days}d"
+                    )[0][0]
+                )
+                / 1e6
+            )
             log.info(
                 "%d days: %s in %.0f s (%.0f MB); building the models",
                 days,
@@ -564,10 +628,10 @@ def main() -> None:
                 load_s,
                 size_mb,
             )
-            build, parts, note = initial_build(path, args.setup_memory_limit)
+            build, parts, note = initial_build(target, args.setup_memory_limit)
             if note:
                 notes.append(f"{days} days: {note}")
-            first, run = hourly_runs(path, clock, days, args)
+            first, run = hourly_runs(target, clock, days, args)
             for n, result in enumerate((first, run), start=1):
                 if result.get("failed"):
                     notes.append(f"{days} days: hourly run {n} failed (its output is above)")
@@ -587,7 +651,7 @@ def main() -> None:
                     f"{run['server_requests']:.0f}",
                 )
             )
-            if days == days_list[-1] and rebuild is not None:
+            if days == days_list[-1] and rebuild is not None and cluster is None:
                 rebuilt = _timed([*rebuild, "--duckdb", str(path)])
             if args.keep is None:
                 for stale in directory.glob(f"{path.name}*"):
@@ -598,6 +662,7 @@ def main() -> None:
         f"\n(peak RSS of a measured process counts at least this process's {own_mb:.0f} MB: "
         "on Linux a child starts with its parent's figure)"
     )
+    print(f"\nwarehouse: {args.warehouse}")
     print(
         f"\naccount: {args.chatbots} chatbots, ~{args.sessions_per_day:,} sessions a day; "
         f"simulator latency {args.latency_ms:g} ms, {args.in_flight} in flight; the hourly run "
@@ -613,7 +678,9 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     largest = days_list[-1]
-    if rebuilt is None:
+    if args.warehouse == "postgresql":
+        print("\n(PostgreSQL: the initial build is `build_models(full_refresh=True)`; no publish)")
+    elif rebuilt is None:
         print(  # another change adds the command
             f"\nfull model rebuild at {largest} days: skipped (`robofy-etl rebuild` does not "
             "exist in this version yet)"
@@ -628,6 +695,19 @@ def main() -> None:
         )
     for note in notes:
         print(f"\nnote: {note}")
+
+
+@contextmanager
+def _cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for ``--warehouse postgresql`` (tests/pg.py), else None."""
+    if args.warehouse != "postgresql":
+        yield None
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.pg import pg_cluster
+
+    with pg_cluster() as cluster:
+        yield cluster
 
 
 def _number(value: float, spec: str) -> str:
