@@ -215,5 +215,15 @@ class PgBuildSQL:
                 {"names": names},
             )
 
+    def about_rows(self, relation: str) -> int:
+        # count(*) reads every row here (0.1-0.27 s per message table at 90 days of history);
+        # the planner's statistics are near enough, once the table has been analyzed.
+        estimate = self.rows(
+            f"select reltuples::bigint from pg_class where oid = '{relation}'::regclass"
+        )
+        if estimate and int(estimate[0][0]) >= 0:
+            return int(estimate[0][0])
+        return int(self.rows(f"select count(*) from {relation}")[0][0])
+
     def exists(self, relation: str) -> bool:
         return bool(self.rows(f"select to_regclass('{relation}') is not null")[0][0])

@@ -356,3 +356,19 @@ def test_a_reader_never_sees_an_incremental_build_half_done(seeded: Seeded) -> N
     assert errors == []
     assert counts
     assert set(counts) == {before}
+
+
+def test_the_planner_weighs_a_change_against_the_statistics_not_a_count(
+    pg_engine: sa.Engine,
+) -> None:
+    # count(*) reads every row on PostgreSQL; the planner's row estimate is read instead once
+    # the table has been analyzed, and an exact count only before.
+    from robofy_etl.warehouse.pg.build_sql import PgBuildSQL
+
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql("create table staging.weighed as select generate_series(1, 500) as n")
+        sql = PgBuildSQL(conn)
+        assert sql.about_rows("staging.weighed") == 500  # never analyzed: counted
+        conn.exec_driver_sql("analyze staging.weighed")
+        conn.exec_driver_sql("insert into staging.weighed select generate_series(1, 100)")
+        assert sql.about_rows("staging.weighed") == 500  # the statistics, not the 600 rows
