@@ -589,16 +589,17 @@ class Urllib3Transport(httpx.BaseTransport):
                 f"proxy {shown_proxy} failed for {host}: {detail}", request=request
             )
         kind: type[httpx.TransportError]
-        if isinstance(exc, u3.ConnectTimeoutError) or cause is not None:
-            # urllib3's NewConnectionError is a ConnectTimeoutError that did not time out.
-            if isinstance(exc, u3.NewConnectionError) or not isinstance(
-                cause or exc, (TimeoutError, u3.ConnectTimeoutError, ssl.SSLError)
-            ):
-                kind, what = httpx.ConnectError, f"cannot connect to {host}"
+        if cause is not None:  # a direct connection did not open
+            if isinstance(cause, TimeoutError):  # TCP or the TLS handshake
+                kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
             elif isinstance(cause, ssl.SSLError):
                 kind, what = httpx.ConnectError, f"TLS handshake with {host} failed"
             else:
-                kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
+                kind, what = httpx.ConnectError, f"cannot connect to {host}"
+        elif isinstance(exc, u3.NewConnectionError):  # before its base, ConnectTimeoutError
+            kind, what = httpx.ConnectError, f"cannot connect to {host}"
+        elif isinstance(exc, u3.ConnectTimeoutError):
+            kind, what = httpx.ConnectTimeout, f"timed out connecting to {host}"
         elif isinstance(exc, (u3.ReadTimeoutError, TimeoutError)):
             kind, what = httpx.ReadTimeout, f"timed out reading from {host}"
         elif isinstance(exc, u3.SSLError):  # a TLS failure other than the certificate
