@@ -133,7 +133,9 @@ def run_sync(
 
     from robofy_etl.defs.assembly import build_definitions
     from robofy_etl.defs.ingest import REFETCH_TAG
-    from robofy_etl.defs.schedules import SYNC_JOB, range_tags
+    from robofy_etl.defs.partitions import range_tags, window_tags
+    from robofy_etl.defs.schedules import SYNC_JOB
+    from robofy_etl.sync import Window
     from robofy_etl.sync.registry import reports_run_totals
 
     if first < EARLIEST_DAY:
@@ -147,19 +149,20 @@ def run_sync(
     key = env_api_key() if api_key is None else api_key
 
     _check_warehouse(settings)
-    defs = build_definitions(settings, api_key=key)
+    # With DAGSTER_HOME the run is kept, and records which days (partitions) it synced. Without
+    # it, the run history is thrown away at exit: the same sync runs unpartitioned, naming its
+    # days in a tag, and spares Dagster's events for every day of the range.
+    kept = bool(os.environ.get("DAGSTER_HOME"))
+    defs = build_definitions(settings, api_key=key, partitioned=kept)
     job = defs.resolve_job_def(SYNC_JOB)
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
+    instance = dg.DagsterInstance.get() if kept else dg.DagsterInstance.ephemeral()
+    days = range_tags(first, last) if kept else window_tags(Window(first, last + timedelta(1)))
     _tune_gc()
     started = time.monotonic()
     with instance:
         result = job.execute_in_process(
             instance=instance,
-            tags={**range_tags(first, last), **({REFETCH_TAG: "true"} if refetch else {})},
+            tags={**days, **({REFETCH_TAG: "true"} if refetch else {})},
             raise_on_error=False,
             # Failures are summarized by us, without Dagster's stack traces on the console.
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},

@@ -15,7 +15,9 @@ from robofy_etl.warehouse.models import discover
 from robofy_etl.warehouse.url import URL_ENV
 
 
-def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.Definitions:
+def build_definitions(
+    settings: Settings, *, api_key: str | None = None, partitioned: bool = True
+) -> dg.Definitions:
     """Everything Dagster needs; local and production differ only by environment variables.
 
     Args:
@@ -23,8 +25,11 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
         api_key: the API key, for runs started by this process (``robofy-etl sync``, which
             passes its own settings and key). None (``dagster dev``, the daemon): read from
             ``ROBOFY_API_KEY`` when a run starts, through ``dg.EnvVar``.
+        partitioned: False for runs on an instance nobody keeps (``robofy-etl sync`` without
+            ``DAGSTER_HOME``): the windowed streams are unpartitioned and a run names its days
+            in a run tag (``partitions.window_tags``); there are no schedules.
     """
-    partitions = daily_partitions(settings.start_date)
+    partitions = daily_partitions(settings.start_date) if partitioned else None
     models = discover()
     # Settings that may hold a password stay out of resource config (Dagster stores it with
     # every run), like the key: read from the environment, or handed over ready-made.
@@ -44,7 +49,7 @@ def build_definitions(settings: Settings, *, api_key: str | None = None) -> dg.D
         assets=[*raw_assets(partitions, pool), model_assets(models, pool)],
         asset_checks=all_checks(models, pool),
         jobs=[sync_job()],
-        schedules=schedules(settings.lookback_days),
+        schedules=schedules(settings.lookback_days) if partitioned else [],
         resources={
             # A key given as a value would be stored as config with the run's snapshot in
             # DAGSTER_HOME; handed over as a ready resource it has no config to store.

@@ -11,7 +11,7 @@ selected.
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import dagster as dg
@@ -19,8 +19,8 @@ from dagster import AssetCheckExecutionContext
 
 from robofy_etl.defs.ingest import POOL, raw_key
 from robofy_etl.defs.models import model_key
+from robofy_etl.defs.partitions import days_of_run
 from robofy_etl.defs.resources import WarehouseResource
-from robofy_etl.defs.schedules import RANGE_END, RANGE_START
 from robofy_etl.sync.registry import FRESHNESS, REFERENCES, STREAMS
 from robofy_etl.warehouse import quality
 from robofy_etl.warehouse.models import Model
@@ -60,11 +60,8 @@ def _fresh(conn: Reader, tags: Mapping[str, str], *, table: str) -> quality.Chec
     """Fresh means: the last day this run asked for (yesterday, for a run without a range) was
     loaded recently. So a sync of a past window is judged on that window, not on today."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    asked = tags.get(RANGE_END)
-    try:
-        wanted = date.fromisoformat(asked) if asked else now.date() - timedelta(days=1)
-    except ValueError:
-        wanted = now.date() - timedelta(days=1)
+    asked = days_of_run(tags)
+    wanted = asked.last if asked else now.date() - timedelta(days=1)
     return quality.latest_load(conn, table, FRESHNESS, now, min(wanted, now.date()))
 
 
@@ -74,10 +71,8 @@ def _grain(conn: Reader, _tags: Mapping[str, str], *, model: Model) -> quality.C
 
 def _reconcile(conn: Reader, tags: Mapping[str, str]) -> quality.CheckOutcome:
     """Compares the days the run asked for (all days, for a run without a range)."""
-    try:
-        days = (date.fromisoformat(tags[RANGE_START]), date.fromisoformat(tags[RANGE_END]))
-    except (KeyError, ValueError):
-        days = None
+    asked = days_of_run(tags)
+    days = (asked.start, asked.last) if asked else None
     return quality.reconcile_daily_activity(conn, days=days)
 
 

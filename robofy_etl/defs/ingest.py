@@ -124,7 +124,7 @@ def _snapshot_asset(stream: Stream, pool: str | None) -> dg.AssetsDefinition:
 
 def _windowed_asset(
     groups: Sequence[tuple[Stream, ...]],
-    partitions_def: dg.PartitionsDefinition,
+    partitions_def: dg.PartitionsDefinition | None,
     pool: str | None,
 ) -> dg.AssetsDefinition:
     """One step syncing every windowed stream for the run's days, all at once.
@@ -142,7 +142,7 @@ def _windowed_asset(
         name=WINDOWED_STEP,
         specs=[_spec(s) for s in streams],
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
         pool=pool,
         check_specs=[complete_check(s.name) for s in streams],
         can_subset=True,
@@ -193,10 +193,14 @@ def _options(sync: Callable[..., SyncReport], context: AssetExecutionContext) ->
 
 
 def raw_assets(
-    partitions_def: dg.PartitionsDefinition, pool: str | None = POOL
+    partitions_def: dg.PartitionsDefinition | None, pool: str | None = POOL
 ) -> list[dg.AssetsDefinition]:
     """Every raw asset of the registry: a step per snapshot, in dependency order (projects,
-    then chatbots), and one step for all the windowed streams, all in ``pool`` (None: none)."""
+    then chatbots), and one step for all the windowed streams, all in ``pool`` (None: none).
+
+    ``partitions_def``: the windowed streams' partitions; None for unpartitioned definitions,
+    whose runs name their days in a run tag (``partitions.WINDOW_TAG``).
+    """
     groups = sync_groups()
     snapshots = [_snapshot_asset(s, pool) for group in groups for s in group if not s.windowed]
     # In registry order: the conversations (the longest sync) first, on the step's own thread.

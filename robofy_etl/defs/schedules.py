@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import dagster as dg
 
-from robofy_etl.defs.partitions import recent_window
+from robofy_etl.defs.partitions import range_tags, recent_window
 
 SYNC_JOB = "robofy_sync"
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 def sync_job() -> dg.UnresolvedAssetJobDefinition:
@@ -20,11 +16,6 @@ def sync_job() -> dg.UnresolvedAssetJobDefinition:
         selection=dg.AssetSelection.all(),
         description="Sync projects, chatbots, conversations, leads and stats, then rebuild marts.",
     )
-
-
-def range_tags(first: date, last: date) -> dict[str, str]:
-    """Run tags that make one run cover the partitions ``first..last`` (single-run backfill)."""
-    return {RANGE_START: first.isoformat(), RANGE_END: last.isoformat()}
 
 
 def schedules(lookback_days: int) -> list[dg.ScheduleDefinition]:

@@ -50,13 +50,25 @@ class Window:
             start = end
         return parts
 
+    @classmethod
+    def from_label(cls, label: str) -> Window:
+        """The window a label ``first..last`` (as ``str(window)`` writes it) names.
+
+        Raises:
+            ValueError: if ``label`` is not two ISO dates joined by ``..``, first <= last.
+        """
+        first, sep, last = label.partition("..")
+        if not sep:
+            raise ValueError(f"not a window label (first..last): {label!r}")
+        return cls(date.fromisoformat(first), date.fromisoformat(last) + timedelta(days=1))
+
     def covers(self, label: str | None) -> bool:
         """Whether a window label ``first..last`` (as ``str(window)`` writes it) lies inside."""
-        first, _, last = (label or "").partition("..")
         try:
-            return self.start <= date.fromisoformat(first) and date.fromisoformat(last) < self.end
+            other = Window.from_label(label or "")
         except ValueError:
             return False
+        return self.start <= other.start and other.end <= self.end
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()}..{self.last.isoformat()}"

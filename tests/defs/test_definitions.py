@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -11,8 +11,9 @@ from dagster_shared.serdes import serialize_value
 
 from robofy_etl.api import ClientConfig
 from robofy_etl.defs.assembly import build_definitions
+from robofy_etl.defs.partitions import RANGE_END, RANGE_START
 from robofy_etl.defs.resources import RobofyResource, WarehouseResource
-from robofy_etl.defs.schedules import RANGE_END, RANGE_START, SYNC_JOB
+from robofy_etl.defs.schedules import SYNC_JOB
 from robofy_etl.settings import Settings, SettingsError
 
 RAW = {
@@ -78,6 +79,20 @@ def test_partitioned_streams_are_daily_with_single_run_backfills(defs: dg.Defini
         assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
     for key in ("raw/robofy__projects", "raw/robofy__chatbots"):
         assert graph.get(dg.AssetKey.from_user_string(key)).partitions_def is None
+
+
+def test_unpartitioned_definitions_have_the_same_graph_checks_and_no_schedules(
+    defs: dg.Definitions,
+) -> None:
+    """``robofy-etl sync`` without DAGSTER_HOME: the same assets and checks, no partitions."""
+    plain = build_definitions(Settings.from_env({}), partitioned=False)
+    graph, plain_graph = defs.resolve_asset_graph(), plain.resolve_asset_graph()
+    assert _keys(plain) == _keys(defs)
+    assert plain_graph.asset_check_keys == graph.asset_check_keys
+    for key in plain_graph.get_all_asset_keys():
+        assert plain_graph.get(key).partitions_def is None, key
+    assert list(plain.schedules or []) == []
+    assert plain.resolve_job_def(SYNC_JOB).partitions_def is None
 
 
 def test_checks_cover_keys_references_freshness_and_grain(defs: dg.Definitions) -> None:
@@ -294,3 +309,32 @@ def test_only_duckdb_runs_share_a_pool(environ: dict[str, str], pool: str | None
     ops += [c.op for c in defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
     assert len(ops) >= 4
     assert {op.pool for op in ops} == {pool}
+
+
+def test_a_run_names_its_days_by_a_partition_range_or_by_the_window_tag() -> None:
+    from robofy_etl.defs.partitions import WINDOW_TAG, days_of_run, range_tags, window_tags
+    from robofy_etl.sync import Window
+
+    october = Window(date(2026, 10, 1), date(2026, 11, 1))
+    assert days_of_run(range_tags(october.start, october.last)) == october
+    assert days_of_run(window_tags(october)) == october
+    assert window_tags(october) == {WINDOW_TAG: "2026-10-01..2026-10-31"}
+    for tags in ({}, {WINDOW_TAG: "2026-10-31..2026-10-01"}, {WINDOW_TAG: "last week"}):
+        assert days_of_run(tags) is None, tags
+
+
+def test_an_unpartitioned_run_without_its_days_fails_naming_the_tag(tmp_path: Path) -> None:
+    from robofy_etl.defs.partitions import WINDOW_TAG
+
+    settings = Settings.from_env({"ROBOFY_DUCKDB_PATH": str(tmp_path / "robofy.duckdb")})
+    plain = build_definitions(settings, api_key="key", partitioned=False)
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = plain.resolve_job_def(SYNC_JOB).execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(["raw", "robofy__leads"])],
+            raise_on_error=False,
+        )
+    assert not result.success
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert len(failures) == 1
+    assert WINDOW_TAG in failures[0].step_failure_data.error.message

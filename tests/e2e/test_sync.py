@@ -126,6 +126,28 @@ def test_full_sync_equals_the_simulator_dataset(pipeline: Pipeline) -> None:
     assert all("llm_api_key" not in p for (p,) in payloads)
 
 
+def test_a_sync_nobody_keeps_runs_unpartitioned_and_loads_the_same(pipeline: Pipeline) -> None:
+    """With DAGSTER_HOME the run records every day it synced (partitions); without it the run
+    is thrown away at exit, so the same sync runs unpartitioned: same tables, same summary."""
+    kept = pipeline.sync()
+    assert kept.success, kept.errors
+    days = {(FIRST_DAY + timedelta(days=n)).isoformat() for n in range(8)}
+    with dg.DagsterInstance.get() as instance:
+        for table in ("robofy__inbox_sessions", "robofy__chat_messages", "robofy__leads"):
+            key = dg.AssetKey(["raw", table])
+            assert instance.get_materialized_partitions(key) == days, table
+    tables = pipeline.snapshot(lineage=False)
+
+    pipeline.new_warehouse()
+    pipeline.env.delenv("DAGSTER_HOME")
+    thrown = pipeline.sync()
+    assert thrown.success, thrown.errors
+    assert pipeline.snapshot(lineage=False) == tables
+    assert thrown.raw_rows == kept.raw_rows
+    assert thrown.checks == kept.checks
+    assert (thrown.api["requests"], thrown.problems) == (kept.api["requests"], kept.problems)
+
+
 def test_second_sync_changes_nothing(pipeline: Pipeline) -> None:
     assert pipeline.sync().success
     before = pipeline.snapshot()
