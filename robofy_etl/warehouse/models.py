@@ -431,21 +431,15 @@ def _quote(value: str) -> str:
 
 
 def _columns(conn: duckdb.DuckDBPyConnection, model: Model) -> list[str]:
-    """The columns the built relation has, in order."""
-    rows = conn.execute(
-        "select column_name from duckdb_columns() "
-        "where database_name = current_database() and schema_name = ? and table_name = ? "
-        "order by column_index",
-        [model.schema, model.relation],
-    ).fetchall()
-    return [row[0] for row in rows]
+    """The columns the built relation has, in order (from an empty result: reading
+    ``duckdb_columns()`` scans the whole catalog, 1.5-2.5 ms a model against 0.4)."""
+    return [column[0] for column in conn.execute(f"select * from {model.name} limit 0").description]
 
 
 def _document(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     """Attach the header's description and column docs as DuckDB comments."""
     kind = "view" if model.materialization == "view" else "table"
     summary = " ".join(part for part in (model.description, f"Grain: {model.grain}.") if part)
-    conn.execute(f"comment on {kind} {model.name} is {_quote(summary)}")
     present = _columns(conn, model)
     missing = sorted(set(model.column_docs) - set(present))
     if missing:
@@ -455,8 +449,12 @@ def _document(conn: duckdb.DuckDBPyConnection, model: Model) -> None:
     undocumented = [column for column in present if column not in model.column_docs]
     if undocumented:
         logger.warning("%s: columns without a description: %s", model.path, undocumented)
-    for column, doc in model.column_docs.items():
-        conn.execute(f'comment on column {model.name}."{column}" is {_quote(doc)}')
+    # One script, not a call per statement.
+    comments = [f"comment on {kind} {model.name} is {_quote(summary)}"] + [
+        f'comment on column {model.name}."{column}" is {_quote(doc)}'
+        for column, doc in model.column_docs.items()
+    ]
+    conn.execute(";\n".join(comments))
 
 
 def build(

@@ -260,26 +260,36 @@ def _write_copy(
     # the source's order makes DuckDB buffer the big tables, which under the default
     # 160MB limit doubles the time (365 days of a large account: 24 s instead of 12 s).
     conn.execute("SET preserve_insertion_order = false")
+    # The copy is written once: its commit checkpoints it at once, instead of writing every
+    # row to the copy's WAL first and again at the checkpoint below (0.14 s to 0.09 s, medium).
+    conn.execute("SET checkpoint_threshold = '1KB'")
     try:
         conn.execute("BEGIN TRANSACTION")
         try:
             relations = _published_relations(conn)
+            copied = {(schema, name) for schema, name, _ in relations}
             for schema in PUBLISHED_SCHEMAS:
                 conn.execute(f"create schema {alias}.{_ident(schema)}")
+            comments: list[str] = []  # run as one script: a statement each costs a round trip
             for schema, name, comment in relations:
                 source = f"{_ident(schema)}.{_ident(name)}"
                 copy = f"{alias}.{source}"
                 conn.execute(f"create table {copy} as select * from {source}")
                 if comment:
-                    conn.execute(f"comment on table {copy} is {_literal(comment)}")
-                for column, text in conn.execute(
-                    "select column_name, comment from duckdb_columns()"
-                    " where database_name = current_database() and schema_name = ?"
-                    " and table_name = ? and comment is not null and comment <> ''"
-                    " order by column_index",
-                    [schema, name],
-                ).fetchall():
-                    conn.execute(f"comment on column {copy}.{_ident(column)} is {_literal(text)}")
+                    comments.append(f"comment on table {copy} is {_literal(comment)}")
+            for schema, name, column, text in conn.execute(
+                "select schema_name, table_name, column_name, comment from duckdb_columns()"
+                " where database_name = current_database() and schema_name in (select unnest(?))"
+                " and comment is not null and comment <> '' order by all",
+                [list(PUBLISHED_SCHEMAS)],
+            ).fetchall():
+                if (schema, name) in copied:
+                    copy = f"{alias}.{_ident(schema)}.{_ident(name)}"
+                    comments.append(
+                        f"comment on column {copy}.{_ident(column)} is {_literal(text)}"
+                    )
+            if comments:
+                conn.execute(";\n".join(comments))
             if latest is not None:  # the stamp an update of this copy starts from
                 conn.execute(
                     f"create table {alias}.{_STAMP} as select ?::bigint as build_id,"
@@ -295,8 +305,9 @@ def _write_copy(
     finally:
         with _suppressed(f"detaching {tmp}"):
             conn.execute(f"DETACH {alias}")
-        with _suppressed("resetting preserve_insertion_order"):
-            conn.execute("RESET preserve_insertion_order")  # a global setting
+        with _suppressed("resetting preserve_insertion_order and checkpoint_threshold"):
+            conn.execute("RESET preserve_insertion_order")  # global settings
+            conn.execute("RESET checkpoint_threshold")
     return len(relations)
 
 
