@@ -124,12 +124,18 @@ class Change:
         keys: how many keys were touched (incremental builds).
         delta: a temporary table with the replaced rows, old and new (incremental builds).
         reason: why a build was full.
+        deleted: how many rows of the model an incremental build deleted (its touched keys'
+            old rows).
+        inserted: how many rows it inserted (their new rows): the table then holds its
+            previous count minus ``deleted`` plus ``inserted``.
     """
 
     mode: Mode
     keys: int = 0
     delta: str | None = None
     reason: str = ""
+    deleted: int = 0
+    inserted: int = 0
     new: str | None = None  # the rows an incremental build wrote (a temp table)
     touched: str | None = None  # the keys an incremental build replaced (a temp table)
     # where the replaced rows, old and new, lie in time (a model that keeps a span)
@@ -346,8 +352,13 @@ class BuildSQL(Protocol):
         parse as ``sql_type``, a ``tables.py`` type)."""
         ...
 
-    def delete_rows(self, relation: str, old: str) -> None:
-        """Delete from ``relation`` the rows whose ``row_id`` is in ``old._row``."""
+    def delete_rows(self, relation: str, old: str) -> int:
+        """Delete from ``relation`` the rows whose ``row_id`` is in ``old._row``; returns how
+        many it deleted."""
+        ...
+
+    def insert_rows(self, relation: str, new: str) -> int:
+        """Insert every row of the table ``new`` into ``relation``; returns how many."""
         ...
 
     def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
@@ -389,8 +400,16 @@ class DuckDBSQL:
     def removed_key(self, column: str, sql_type: str) -> str:
         return f"try_cast(row_data->>'{column}' as {sql_type})"
 
-    def delete_rows(self, relation: str, old: str) -> None:
-        self.run(f"delete from {relation} where rowid in (select _row from {old})")
+    def delete_rows(self, relation: str, old: str) -> int:
+        return self._count(f"delete from {relation} where rowid in (select _row from {old})")
+
+    def insert_rows(self, relation: str, new: str) -> int:
+        return self._count(f"insert into {relation} select * from {new}")
+
+    def _count(self, statement: str) -> int:
+        """Run ``statement`` (an insert or a delete) and return the rows it changed."""
+        row = self.conn.execute(statement).fetchone()
+        return int(row[0]) if row else 0
 
     def about_rows(self, relation: str) -> int:
         return int(self.rows(f"select count(*) from {relation}")[0][0])  # exact, and cheap
@@ -682,8 +701,8 @@ class Planner:
             + (f" and {stored.condition()}" if stored else ""),
         )
         self.sql.temp_table(new, rewrite_sources(model.sql, replacements))
-        self.sql.delete_rows(model.name, old)
-        self.sql.run(f"insert into {model.name} select * from {new}")
+        deleted = self.sql.delete_rows(model.name, old)
+        inserted = self.sql.insert_rows(model.name, new)
         written = self._widen_span(model.name, new)
         delta = self._temp("delta", model.name)
         self.sql.temp_table(
@@ -693,7 +712,16 @@ class Planner:
         )
         self.deltas[model.name] = delta
         replaced = stored.union(written) if stored and written else None
-        return Change("incremental", keys=n, delta=delta, new=new, touched=touched, span=replaced)
+        return Change(
+            "incremental",
+            keys=n,
+            delta=delta,
+            new=new,
+            touched=touched,
+            span=replaced,
+            deleted=deleted,
+            inserted=inserted,
+        )
 
 
 def build_in_chunks(
