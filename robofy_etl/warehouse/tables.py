@@ -241,5 +241,5 @@ META_DOCS: dict[str, str] = {
     "meta.removed_rows": "Every row ever removed from a raw table, as it was stored, with the"
     " reason and the run: nothing is lost.",
     "meta.model_state": "Per model: the SQL fingerprint and watermark of its last build, full or"
-    " incremental, and how many keys it rebuilt.",
+    " incremental, how many keys it rebuilt and (on PostgreSQL) how many rows its table holds.",
 }

@@ -34,6 +34,15 @@ history).
 Builds take turns through ``models.BUILD_LOCK``, taken before the transaction's snapshot (see
 ``pg.models.build_transaction``): a build that waited for another one would otherwise read
 the marts and state from before it.
+
+Each model's row count is kept in ``meta.model_state.row_count`` (PostgreSQL only), because
+``count(*)`` reads the whole table here (0.1-0.27 s per message table at 90 days of history,
+growing with it): a full build keeps the count its ``create table ... as`` reports, an
+incremental one the previous count minus the rows it deleted plus the rows it inserted (the
+statements' row counts), an unchanged one the previous count. The count is written in the
+build's transaction, with the rows it counts, so it cannot drift from them; a state row
+without one (a warehouse built before it was kept) is counted once, exactly. The planner's
+full-or-incremental test reads it too.
 """
 
 from __future__ import annotations
@@ -61,8 +70,9 @@ _HELPERS = {
     "DATE": "meta.try_cast_date",
 }
 
-# The column PostgreSQL's meta.model_state has beyond DuckDB's (pg/schema.py).
-_ADD_XID = "alter table meta.model_state add column if not exists watermark_xid BIGINT"
+# The columns PostgreSQL's meta.model_state has beyond DuckDB's (pg/schema.py), added to a
+# warehouse made before them: the watermark as a transaction id, and the table's row count.
+_STATE_COLUMNS = {"watermark_xid": "BIGINT", "row_count": "BIGINT"}
 
 
 def _q(name: str) -> str:
@@ -78,6 +88,8 @@ class PgBuildSQL:
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
+        # model -> its table's row count, as kept in meta.model_state (load_state, save_state)
+        self.row_counts: dict[str, int] = {}
 
     # -- statements -------------------------------------------------------------------------
 
@@ -90,6 +102,14 @@ class PgBuildSQL:
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.rows(sql, params)
+
+    def write(self, sql: str) -> int:
+        """Run a statement that writes rows (``insert``, ``delete``, ``create table ... as``)
+        and return how many it wrote, as PostgreSQL reports it (its command tag)."""
+        count = self.conn.exec_driver_sql(sql.replace("%", "%%")).rowcount
+        if count < 0:
+            raise RuntimeError(f"PostgreSQL reported no row count for: {sql[:80]}")
+        return count
 
     def temp_name(self, tag: str, kind: str, relation: str, n: int) -> str:
         del relation
@@ -111,8 +131,11 @@ class PgBuildSQL:
         helper = _HELPERS.get(sql_type.upper())
         return f"{helper}({text})" if helper else text
 
-    def delete_rows(self, relation: str, old: str) -> None:
-        self.run(f"delete from {relation} where ctid = any(array(select _row from {old}))")
+    def delete_rows(self, relation: str, old: str) -> int:
+        return self.write(f"delete from {relation} where ctid = any(array(select _row from {old}))")
+
+    def insert_rows(self, relation: str, new: str) -> int:
+        return self.write(f"insert into {relation} select * from {new}")
 
     def needed_columns(self, sql: str) -> Mapping[str, Sequence[str]] | None:
         # Not worth a plan here: a PostgreSQL cut scans the source's rows whatever it copies.
@@ -122,13 +145,22 @@ class PgBuildSQL:
     # -- state ------------------------------------------------------------------------------
 
     def prepare_state(self) -> None:
-        """Give ``meta.model_state`` its PostgreSQL column if a warehouse predates it."""
-        present = self.rows(
-            "select 1 from information_schema.columns where table_schema = 'meta'"
-            " and table_name = 'model_state' and column_name = 'watermark_xid'"
-        )
-        if not present:
-            self.run(_ADD_XID)
+        """Give ``meta.model_state`` the PostgreSQL columns a warehouse made before them lacks.
+
+        Asked first: ``add column if not exists`` would lock the table even when it is there.
+        A state row from before has none of them: its watermark makes the model's next build
+        full (``stale_reason``), a missing row count is counted once (``pg.models``).
+        """
+        present = {
+            str(row[0])
+            for row in self.rows(
+                "select column_name from information_schema.columns"
+                " where table_schema = 'meta' and table_name = 'model_state'"
+            )
+        }
+        for column, sql_type in _STATE_COLUMNS.items():
+            if column not in present:
+                self.run(f"alter table meta.model_state add column {column} {sql_type}")
 
     def watermark_now(self) -> tuple[int, int]:
         """``(xmin, xmax)`` of this transaction's snapshot, as 64-bit transaction ids."""
@@ -139,9 +171,13 @@ class PgBuildSQL:
         return int(row[0]), int(row[1])
 
     def load_state(self) -> dict[str, tuple[str, Watermark]]:
-        """``model -> (fingerprint, watermark_xid)`` of every model built so far."""
-        rows = self.rows("select model, fingerprint, watermark_xid from meta.model_state")
-        return {str(m): (str(f), None if w is None else int(w)) for m, f, w in rows}
+        """``model -> (fingerprint, watermark_xid)`` of every model built so far; the row
+        counts kept beside them go to ``row_counts``."""
+        rows = self.rows(
+            "select model, fingerprint, watermark_xid, row_count from meta.model_state"
+        )
+        self.row_counts = {str(m): int(n) for m, _, _, n in rows if n is not None}
+        return {str(m): (str(f), None if w is None else int(w)) for m, f, w, _ in rows}
 
     @staticmethod
     def stale_reason(watermark: Watermark, xmax: int) -> str:
@@ -163,17 +199,18 @@ class PgBuildSQL:
         watermark: int,
         change: Change,
         grain: tuple[int, int, int] | None,
+        row_count: int,
     ) -> None:
         """Record a model's build (as ``incremental.save_state``; ``grain`` None keeps the
-        previous counts)."""
+        previous counts) and how many rows its table holds now."""
         rows, duplicates, null_keys = grain or (None, None, None)
         self.conn.execute(
             sa.text(
                 """insert into meta.model_state (model, fingerprint, watermark, built_at, mode,
                        keys_rebuilt, grain_rows, grain_duplicates, grain_null_keys,
-                       watermark_xid)
+                       watermark_xid, row_count)
                    values (:model, :fingerprint, :now, :now, :mode, :keys, :rows, :duplicates,
-                       :null_keys, :xid)
+                       :null_keys, :xid, :row_count)
                    on conflict (model) do update set
                        fingerprint = excluded.fingerprint,
                        watermark = excluded.watermark,
@@ -185,7 +222,8 @@ class PgBuildSQL:
                            = coalesce(excluded.grain_duplicates, model_state.grain_duplicates),
                        grain_null_keys
                            = coalesce(excluded.grain_null_keys, model_state.grain_null_keys),
-                       watermark_xid = excluded.watermark_xid"""
+                       watermark_xid = excluded.watermark_xid,
+                       row_count = excluded.row_count"""
             ),
             {
                 "model": model,
@@ -197,8 +235,10 @@ class PgBuildSQL:
                 "duplicates": duplicates,
                 "null_keys": null_keys,
                 "xid": watermark,
+                "row_count": row_count,
             },
         )
+        self.row_counts[model] = row_count
 
     def _now(self) -> datetime:
         """When this build's snapshot was taken, about (its transaction's start), naive UTC."""
@@ -209,6 +249,8 @@ class PgBuildSQL:
     def forget_state(self, models: Iterable[str]) -> None:
         """Mark models as needing a full rebuild next time."""
         names = sorted(models)
+        for name in names:
+            self.row_counts.pop(name, None)
         if names:
             self.conn.execute(
                 sa.text("delete from meta.model_state where model = any(:names)"),
@@ -216,13 +258,20 @@ class PgBuildSQL:
             )
 
     def about_rows(self, relation: str) -> int:
-        # count(*) reads every row here (0.1-0.27 s per message table at 90 days of history);
-        # the planner's statistics are near enough, once the table has been analyzed.
+        # count(*) reads every row here (0.1-0.27 s per message table at 90 days of history):
+        # the count kept in meta.model_state is exact; without one, the planner's statistics
+        # are near enough, once the table has been analyzed.
+        if relation in self.row_counts:
+            return self.row_counts[relation]
         estimate = self.rows(
             f"select reltuples::bigint from pg_class where oid = '{relation}'::regclass"
         )
         if estimate and int(estimate[0][0]) >= 0:
             return int(estimate[0][0])
+        return self.count_rows(relation)
+
+    def count_rows(self, relation: str) -> int:
+        """The exact number of rows of ``relation`` (reads all of it)."""
         return int(self.rows(f"select count(*) from {relation}")[0][0])
 
     def exists(self, relation: str) -> bool:

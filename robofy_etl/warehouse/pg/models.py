@@ -316,7 +316,7 @@ def build(
                 if model.key_columns and change.mode != "unchanged"
                 else None
             )
-            sql.save_state(model.name, pg_model.sql, xmin, change, grain)
+            sql.save_state(model.name, pg_model.sql, xmin, change, grain, result.rows or 0)
         if subset:
             sql.forget_state(_downstream(everything, set(rebuilt)) - set(rebuilt))
     finally:
@@ -467,7 +467,13 @@ def _build_one(
     rebuilt: list[str],
     full_refresh: bool,
 ) -> tuple[BuildResult, Change]:
-    """Build one model (its ``sql`` the PostgreSQL SELECT), incrementally or in full."""
+    """Build one model (its ``sql`` the PostgreSQL SELECT), incrementally or in full.
+
+    The rows it reports are its table's exact count, never counted when ``sql.row_counts``
+    holds the previous one (see ``pg/build_sql.py``): a full build's ``create table ... as``
+    reports its rows, an incremental build deleted and inserted ``change.deleted`` and
+    ``change.inserted`` of them, an unchanged one none.
+    """
     started = time.perf_counter()
     previous = state.get(model.name)
     reason = full_reason(model, previous, sql.exists(model.name), full_refresh, set(rebuilt))
@@ -480,9 +486,12 @@ def _build_one(
         table = f"{model.name}{NEW_SUFFIX}"
         conn.exec_driver_sql(f"drop table if exists {table}")
         select = _retarget(model.sql, rebuilt)
-        conn.exec_driver_sql(f"create table {table} as\n{select}".replace("%", "%%"))
+        rows = sql.write(f"create table {table} as\n{select}")
         _document(conn, model, table)
-    rows = conn.exec_driver_sql(f"select count(*) from {table}").scalar_one()
+    elif model.name in sql.row_counts:
+        rows = sql.row_counts[model.name] - change.deleted + change.inserted
+    else:  # a state row from before counts were kept: counted once, then kept
+        rows = sql.count_rows(table)
     seconds = time.perf_counter() - started
     logger.debug(
         "built %s %s (%s rows, %d keys%s) in %.3fs",

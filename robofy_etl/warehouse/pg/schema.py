@@ -4,7 +4,8 @@ The raw tables are derived from ``tables.RAW_TABLES`` (never copied by hand): ea
 type maps to a Core type, and ``NOT NULL`` and the soft-delete default carry over. The meta
 tables are those of ``tables.META_DDL`` and ``incremental.STATE_DDL``, declared here in Core;
 a test checks that they keep the same columns, types, nullability and keys as those DDLs
-(but ``PG_ONLY_COLUMNS``: ``meta.model_state.watermark_xid``, see ``pg/build_sql.py``).
+(but ``PG_ONLY_COLUMNS``: ``meta.model_state.watermark_xid`` and ``row_count``, see
+``pg/build_sql.py``).
 
 JSON columns (``_payload``, ``row_data``, ``payload``, ``value``) are PostgreSQL ``json``, not
 ``jsonb``: ``json`` keeps the text exactly as loaded (the compact, key-sorted form
@@ -38,7 +39,8 @@ METADATA = sa.MetaData()
 # same time do not collide on the catalog ("duplicate key value violates unique constraint").
 SCHEMA_LOCK = 0x526F626F66790001
 # Columns PostgreSQL has beyond the DuckDB tables: (schema, table, column). The incremental
-# watermark of a model build is a transaction id there, a time on DuckDB (pg/build_sql.py).
+# watermark of a model build is a transaction id there, a time on DuckDB, and each model's row
+# count is kept, where DuckDB counts (cheaply) every build (pg/build_sql.py).
 # Every raw row, and every removed row, also records the transaction that wrote it (``_xid``,
 # set by every statement of pg/load.py that writes one: ``CURRENT_XID``), indexed: a model
 # build finds what changed since its snapshot through that index, whatever the history
@@ -46,7 +48,11 @@ SCHEMA_LOCK = 0x526F626F66790001
 XID_COLUMN = "_xid"
 CURRENT_XID = "pg_current_xact_id()::text::bigint"
 PG_ONLY_COLUMNS = frozenset(
-    {("meta", "model_state", "watermark_xid"), ("meta", "removed_rows", XID_COLUMN)}
+    {
+        ("meta", "model_state", "watermark_xid"),
+        ("meta", "model_state", "row_count"),
+        ("meta", "removed_rows", XID_COLUMN),
+    }
     | {("raw", name, XID_COLUMN) for name in RAW_TABLES}
 )
 
@@ -207,6 +213,8 @@ META: dict[str, sa.Table] = {
             _c("grain_null_keys", _B, null=True),
             # PostgreSQL only: the incremental watermark as a transaction id (pg/build_sql.py).
             _c("watermark_xid", _B, null=True),
+            # PostgreSQL only: the rows of the model's table, kept by every build.
+            _c("row_count", _B, null=True),
             key=("model",),
         ),
     )
