@@ -10,6 +10,7 @@ commits after it.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -372,3 +373,118 @@ def test_the_planner_weighs_a_change_against_the_statistics_not_a_count(
         conn.exec_driver_sql("analyze staging.weighed")
         conn.exec_driver_sql("insert into staging.weighed select generate_series(1, 100)")
         assert sql.about_rows("staging.weighed") == 500  # the statistics, not the 600 rows
+
+
+# A statement that counts the rows of a model table (reads all of it, on PostgreSQL).
+_COUNTS_A_MODEL = re.compile(r"(?is)^\s*select\s+count\(\*\).*\sfrom\s+(staging|marts)\.\S+\s*$")
+
+
+def build_counted(engine: sa.Engine) -> tuple[dict[str, models.BuildResult], list[str]]:
+    """Build, and return the results by model and the statements that counted a model table."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(str(args[2]))  # (conn, cursor, statement, parameters, ...)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        results = {r.name: r for r in build_on(engine)}
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    return results, [s for s in statements if _COUNTS_A_MODEL.search(s)]
+
+
+def assert_rows_are_counts(engine: sa.Engine, results: dict[str, models.BuildResult]) -> None:
+    """Each build result's ``rows``, and the count kept in ``meta.model_state``, is the
+    table's ``count(*)``."""
+    with engine.connect() as conn:
+        counts = {
+            name: conn.exec_driver_sql(f"select count(*) from {name}").scalar_one()
+            for name in results
+        }
+        kept = {
+            str(model): rows
+            for model, rows in conn.exec_driver_sql("select model, row_count from meta.model_state")
+        }
+    assert {name: r.rows for name, r in results.items()} == counts
+    assert {name: kept.get(name) for name in results} == counts
+
+
+def _new_message(template: dict[str, Any], message_id: str, ordinal: int) -> dict[str, Any]:
+    row = copy.deepcopy(template)
+    row["message_id"] = row["_payload"]["id"] = message_id
+    row["ordinal"] = ordinal
+    row["sent_at"] = template["sent_at"]
+    return row
+
+
+def test_reported_rows_stay_the_exact_count_without_counting_the_tables(seeded: Seeded) -> None:
+    """``rows`` of a build result is its table's ``count(*)``; an incremental build keeps it
+    from the previous count and the rows it deleted and inserted (``meta.model_state``)
+    instead of counting the table, which reads all of it on PostgreSQL."""
+    engine, dconn = seeded
+    results, _ = build_counted(engine)
+    assert {r.mode for r in results.values()} == {"full"}
+    assert_rows_are_counts(engine, results)
+    s1_slice = Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]})
+    messages = session_messages(dconn, S1)
+    assert len(messages) >= 4
+    steps = []
+    # Two messages added to a conversation, one edited (inserts and an update).
+    grown = [*messages, _new_message(messages[-1], "m-added-1", 90)]
+    grown.append(_new_message(messages[-1], "m-added-2", 91))
+    grown[0] = copy.deepcopy(grown[0])
+    grown[0]["_payload"]["parts"][0]["text"] = "edited"
+    steps.append([(MESSAGES, grown, s1_slice, False)])
+    # Three of its messages removed (deletes), a session gone from the listing, a chatbot
+    # renamed (a lookup change touching all its sessions).
+    sessions = stored_rows(dconn, "robofy__inbox_sessions", f"chatbot_id = '{BOT_WEB}'")
+    bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
+    bots[0]["_payload"]["name"] = "Renamed bot"
+    steps.append(
+        [
+            (MESSAGES, grown[3:], s1_slice, False),
+            (
+                "robofy__inbox_sessions",
+                [s for s in sessions if s["session_id"] != S2],
+                Slice(within={"chatbot_id": [BOT_WEB]}),
+                False,
+            ),
+            ("robofy__chatbots", bots, Slice(within={"chatbot_id": [BOT_WA]}), True),
+        ]
+    )
+    # Nothing changed.
+    steps.append([])
+    for n, loads in enumerate(steps):
+        for table, rows, slc, snapshot in loads:
+            load_both(seeded, table, rows, slc, datetime(2026, 4, 27, 8, n), snapshot)
+        results, counted = build_counted(engine)
+        modes = {r.mode for r in results.values()}
+        assert "full" not in modes, results
+        assert ("incremental" in modes) == bool(loads), results
+        assert counted == []
+        assert_rows_are_counts(engine, results)
+    build_duckdb(dconn)
+    assert_same_as_duckdb(seeded)
+
+
+def test_a_build_state_without_a_row_count_is_counted_once_and_kept(seeded: Seeded) -> None:
+    """A warehouse built before ``meta.model_state`` kept row counts: the next build adds the
+    column, builds incrementally as before, counts each model once and keeps the count."""
+    engine, dconn = seeded
+    build_on(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("alter table meta.model_state drop column if exists row_count")
+    messages = session_messages(dconn, S1)
+    s1_slice = Slice(within={"chatbot_id": [BOT_WEB], "session_id": [S1]})
+    load_both(seeded, MESSAGES, messages[1:], s1_slice, datetime(2026, 4, 27, 8, 0))
+    results, counted = build_counted(engine)
+    assert results["marts.messages"].mode == "incremental"
+    assert "full" not in {r.mode for r in results.values()}
+    assert counted  # no count kept yet: counted once
+    assert_rows_are_counts(engine, results)
+    load_both(seeded, MESSAGES, messages[1:-1], s1_slice, datetime(2026, 4, 27, 9, 0))
+    results, counted = build_counted(engine)
+    assert results["marts.messages"].mode == "incremental"
+    assert counted == []
+    assert_rows_are_counts(engine, results)
