@@ -156,7 +156,7 @@ def run_sync(
     defs = build_definitions(settings, api_key=key, partitioned=kept)
     job = defs.resolve_job_def(SYNC_JOB)
     instance = dg.DagsterInstance.get() if kept else dg.DagsterInstance.ephemeral()
-    days = range_tags(first, last) if kept else window_tags(Window(first, last + timedelta(1)))
+    days = range_tags(first, last) if kept else window_tags(Window(first, last + timedelta(days=1)))
     _tune_gc()
     started = time.monotonic()
     with instance:
