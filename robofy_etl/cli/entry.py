@@ -52,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
             " a password on the command line is visible to other users: prefer the variable",
         )
 
-    p = sub.add_parser("sync", help="sync a range of days (API key from $ROBOFY_API_KEY)")
+    p = sub.add_parser(
+        "sync",
+        help="sync a range of days (API key from $ROBOFY_API_KEY)",
+        description="Sync a range of days as one Dagster run. With $DAGSTER_HOME set the run is"
+        " recorded there, each day as a partition of the daily streams; without it the run is"
+        " not kept (its days are named in the robofy/days run tag).",
+    )
     p.add_argument("--start", type=_date, help="first day, UTC (default: 13 days before --end)")
     p.add_argument("--end", type=_date, help="last day, inclusive (default: today)")
     p.add_argument(
