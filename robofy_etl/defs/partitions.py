@@ -36,14 +36,14 @@ def window_of(context: dg.AssetExecutionContext) -> Window:
     if context.assets_def.partitions_def is not None:
         time_window = context.partition_time_window
         return Window(time_window.start.date(), time_window.end.date())
-    label = context.run.tags.get(WINDOW_TAG, "")
-    try:
-        return Window.from_label(label)
-    except ValueError:
+    window = days_of_run(context.run.tags)
+    if window is None:
+        label = context.run.tags.get(WINDOW_TAG, "")
         raise dg.Failure(
             f"this run has no days to sync: run tag {WINDOW_TAG} is {label!r}, expected "
             "'first..last' (ISO dates). Start it with `robofy-etl sync --start ... --end ...`."
-        ) from None
+        )
+    return window
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:

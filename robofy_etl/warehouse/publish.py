@@ -305,9 +305,9 @@ def _write_copy(
     finally:
         with _suppressed(f"detaching {tmp}"):
             conn.execute(f"DETACH {alias}")
-        with _suppressed("resetting preserve_insertion_order and checkpoint_threshold"):
-            conn.execute("RESET preserve_insertion_order")  # global settings
-            conn.execute("RESET checkpoint_threshold")
+        for setting in ("preserve_insertion_order", "checkpoint_threshold"):  # global settings
+            with _suppressed(f"resetting {setting}"):
+                conn.execute(f"RESET {setting}")
     return len(relations)
 
 

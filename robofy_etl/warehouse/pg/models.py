@@ -358,16 +358,22 @@ def _index_lookups(conn: sa.Connection, models: Sequence[Model]) -> None:
     An index is made once, in the build that finds it missing (a full build whose table was
     replaced, or the first build after an upgrade), and kept up to date by the loads after.
     """
+    schemas = "('staging', 'marts', 'intermediate')"
     existing = {
         str(row[0])
         for row in conn.exec_driver_sql(
-            "select schemaname || '.' || indexname from pg_indexes"
-            " where schemaname in ('staging', 'marts', 'intermediate')"
+            f"select schemaname || '.' || indexname from pg_indexes where schemaname in {schemas}"
+        )
+    }
+    built = {
+        str(row[0])
+        for row in conn.exec_driver_sql(
+            f"select schemaname || '.' || tablename from pg_tables where schemaname in {schemas}"
         )
     }
     for name, lists in lookup_columns(models).items():
         schema, relation = name.split(".", 1)
-        if not _columns(conn, name):
+        if name not in built:
             continue  # not built (yet)
         for columns in lists:
             digest = hashlib.md5(",".join(columns).encode(), usedforsecurity=False).hexdigest()
