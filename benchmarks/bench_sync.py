@@ -6,6 +6,10 @@ start-up included, into an empty warehouse. For each run it reports wall time, A
 CPU time and peak RSS of the sync process. Then the simulator's clock moves one day and the
 recent days are synced again (the incremental run).
 
+Each run also prints where its wall time went: the sync's progress lines are stamped as they
+arrive, and each phase ends at its line (the snapshots, the windowed streams once their last row
+is loaded, the raw checks, the SQL models with publishing, the mart checks) or at the exit.
+
 ``--warehouse postgresql`` loads into a throwaway PostgreSQL cluster (tests/pg.py: PostgreSQL
 15 on loopback, durability off as in the tests) instead of a DuckDB file; ``--warehouse both``
 runs the DuckDB and the PostgreSQL benchmark back to back (each against a fresh simulator) and
@@ -30,6 +34,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +67,36 @@ def _ask(conn: Connection, command: str) -> float:
     return float(answer) if isinstance(answer, int | float) else 0.0
 
 
-def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, float]:
+# Where a sync's wall time goes: each phase ends at the arrival of the last progress line that
+# matches its pattern (its step's own report), the last one at the process's exit.
+PHASES = (
+    ("start and projects", re.compile(r"\] robofy__projects snapshot")),
+    ("chatbots", re.compile(r"\] robofy__chatbots snapshot")),
+    ("windowed streams", re.compile(r"\] robofy__\w+ \d{4}-\d\d-\d\d\.\.")),
+    ("raw checks", re.compile(r"\] raw_checks: ")),
+    ("SQL models and publish", re.compile(r"\] built \d+ SQL models")),
+    ("mart checks", re.compile(r"\] mart_checks: ")),
+)
+
+
+def phases(stamped: list[tuple[float, str]], wall: float) -> list[tuple[str, float, float]]:
+    """``(phase, ends at s, takes s)`` from the sync's output lines stamped at their arrival.
+
+    A phase without its line (a run whose selection skipped it) takes 0 s. The last phase,
+    the summary and the exit, ends at ``wall``.
+    """
+    rows: list[tuple[str, float, float]] = []
+    previous = 0.0
+    for name, pattern in PHASES:
+        ends = max((at for at, line in stamped if pattern.search(line)), default=previous)
+        ends = max(ends, previous)
+        rows.append((name, ends, ends - previous))
+        previous = ends
+    rows.append(("summary and exit", wall, wall - previous))
+    return rows
+
+
+def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, Any]:
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "robofy_etl.cli", "sync", "--start", first, "--end", last],
@@ -71,13 +105,13 @@ def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, float]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    output = []
+    stamped: list[tuple[float, str]] = []
     assert process.stdout is not None
     for line in process.stdout:
-        output.append(line)
+        stamped.append((time.monotonic() - started, line))
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
-    text = "".join(output)
+    text = "".join(line for _, line in stamped)
     if status != 0:
         print(text)
         raise SystemExit(f"sync failed with status {status}")
@@ -87,6 +121,7 @@ def _run_sync(env: dict[str, str], first: str, last: str) -> dict[str, float]:
         "requests": float(match.group(1)) if match else float("nan"),
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "phases": phases(stamped, wall),
     }
 
 
@@ -108,7 +143,7 @@ def _warehouse_env(backend: str, directory: Path) -> Iterator[dict[str, str]]:
         }
 
 
-def bench(args: argparse.Namespace, backend: str) -> dict[str, dict[str, float]]:
+def bench(args: argparse.Namespace, backend: str) -> dict[str, dict[str, Any]]:
     """The full sync into an empty ``backend`` warehouse, then the incremental run; prints and
     returns both rows."""
     # The clock starts a day ago, so that after it moves one day it is now again.
@@ -168,6 +203,12 @@ def bench(args: argparse.Namespace, backend: str) -> dict[str, dict[str, float]]
         )
     share = incremental["server_requests"] / full["server_requests"]
     print(f"\nincremental requests: {share:.1%} of the full sync")
+    for name, r in runs.items():
+        print(f"\nWhere the {name} went (each phase ends at its step's progress line):\n")
+        print("| phase | ends at s | takes s |")
+        print("|---|---|---|")
+        for phase, ends, takes in r["phases"]:
+            print(f"| {phase} | {ends:.2f} | {takes:.2f} |")
     return runs
 
 
