@@ -91,6 +91,8 @@ class SyncOutcome:
     problems: list[str] = field(default_factory=list)
     quarantined: int = 0
     interrupted: bool = False
+    # (step, seconds) of each step that succeeded, in the order they ended.
+    steps: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -195,6 +197,9 @@ def run_sync(
             elif "published_copy" in meta:
                 outcome.published = str(meta["published_copy"])
         for event in result.all_events:
+            if event.is_step_success:
+                seconds = event.step_success_data.duration_ms / 1000
+                outcome.steps.append((event.step_key or "", seconds))
             evaluation = event.event_specific_data
             if isinstance(evaluation, dg.AssetCheckEvaluation):
                 outcome.checks[evaluation.check_name] = (
@@ -301,6 +306,9 @@ def print_sync_summary(outcome: SyncOutcome, settings: Settings, out: TextIO) ->
     print(
         f"\nSync finished in {outcome.seconds:.1f}s (Dagster run {outcome.run_id[:8]}).", file=out
     )
+    if outcome.steps:
+        steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in outcome.steps)
+        print(f"Steps: {steps}.", file=out)
     _print_loads(outcome, out)
     if Path(reader).exists():
         print(f"\nRows per mart ({reader}):", file=out)

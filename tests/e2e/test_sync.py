@@ -7,6 +7,7 @@ The tests marked ``both_backends`` run again into a PostgreSQL database.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections import Counter
@@ -18,6 +19,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from robofy_etl.cli.sync import print_sync_summary
+from robofy_etl.settings import Settings
 from robofy_etl.simulator import Faults, Variants
 from tests.e2e.conftest import FIRST_DAY, LAST_DAY, Pipeline, both_backends
 
@@ -146,6 +149,25 @@ def test_a_sync_nobody_keeps_runs_unpartitioned_and_loads_the_same(pipeline: Pip
     assert thrown.raw_rows == kept.raw_rows
     assert thrown.checks == kept.checks
     assert (thrown.api["requests"], thrown.problems) == (kept.api["requests"], kept.problems)
+    # The same steps, in the same order, each timed by Dagster, within the run's own time.
+    assert [step for step, _ in thrown.steps] == [step for step, _ in kept.steps]
+    assert {step for step, _ in kept.steps} >= {"robofy__daily_streams", "sql_models"}
+    for outcome in (kept, thrown):
+        assert all(seconds > 0 for _, seconds in outcome.steps), outcome.steps
+        assert sum(seconds for _, seconds in outcome.steps) <= outcome.seconds
+
+
+def test_the_summary_says_how_long_each_step_took(pipeline: Pipeline) -> None:
+    outcome = pipeline.sync()
+    assert outcome.success, outcome.errors
+    out = io.StringIO()
+    print_sync_summary(outcome, Settings.from_env(), out)
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("Steps: "))
+    timed = dict(re.findall(r"(\w+) (\d+\.\d)s", line))
+    assert list(timed) == [step for step, _ in outcome.steps]
+    assert float(timed["robofy__daily_streams"]) == round(
+        dict(outcome.steps)["robofy__daily_streams"], 1
+    )
 
 
 def test_second_sync_changes_nothing(pipeline: Pipeline) -> None:
