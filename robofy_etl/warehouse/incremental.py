@@ -342,6 +342,16 @@ class BuildSQL(Protocol):
         """Create (or replace) the temporary table ``name`` as ``select``."""
         ...
 
+    def temp_view(self, name: str, select: str) -> None:
+        """Create (or replace) the temporary view ``name`` as ``select``."""
+        ...
+
+    def cut_in_place(self, relation: str, column: str, keys: int) -> bool:
+        """Whether a cut of ``relation`` to ``keys`` values of ``column`` is read in place (a
+        view) instead of copied: when it holds most of the table, its copy costs what reading
+        the table does, and more."""
+        ...
+
     def changed_since(self, stamp: str, since: Watermark) -> tuple[str, dict[str, Any]]:
         """A condition on a raw table (or ``meta.removed_rows``) keeping the rows written
         after ``since``: ``stamp`` is their time column (``_loaded_at``, ``removed_at``)."""
@@ -392,6 +402,15 @@ class DuckDBSQL:
 
     def temp_table(self, name: str, select: str, params: Mapping[str, Any] | None = None) -> None:
         self.run(f"create or replace temp table {name} as\n{select}", params)
+
+    def temp_view(self, name: str, select: str) -> None:
+        self.run(f"create or replace temp view {name} as\n{select}")
+
+    def cut_in_place(self, relation: str, column: str, keys: int) -> bool:
+        # A DuckDB cut copies only the columns the model reads (needed_columns), and scans
+        # them alone: cheap whatever its share of the table.
+        del relation, column, keys
+        return False
 
     def changed_since(self, stamp: str, since: Watermark) -> tuple[str, dict[str, Any]]:
         floor = since if isinstance(since, datetime) else datetime(1, 1, 1)
@@ -478,6 +497,7 @@ class Planner:
         self.tag = tag
         self.deltas: dict[str, str] = {}  # relation -> temp table of its changed rows
         self._temps: list[str] = []
+        self._views: set[str] = set()  # the temps that are views (cuts read in place)
         # relation -> its model's span (see SPANS); none where the back end keeps no spans
         self.spans: dict[str, Span] = {
             m.name: m.span for m in models if m.span is not None and self.sql.spans
@@ -498,9 +518,12 @@ class Planner:
         return name
 
     def drop_all(self) -> None:
-        for name in self._temps:
-            self.sql.run(f"drop table if exists {name}")
+        # Newest first: a view goes before the tables it reads.
+        for name in reversed(self._temps):
+            kind = "view" if name in self._views else "table"
+            self.sql.run(f"drop {kind} if exists {name}")
         self._temps.clear()
+        self._views.clear()
 
     def _raw_delta(self, relation: str, since: Watermark) -> str:
         """A raw table's change set since ``since``: the keys of rows stamped after it, and of
@@ -665,6 +688,7 @@ class Planner:
             cut = self._temp("source", f"{model.name}__{source.relation}")
             params: dict[str, Any] = {}
             columns = "*"
+            in_place = False
             if source.relation.startswith("raw."):
                 # One row per key in raw: the touched keys' rows are the ones stamped after
                 # the watermark (a cheap filter: raw rows are stored in load order).
@@ -681,9 +705,19 @@ class Planner:
                 # copy, and a rollup reading four columns of every session need not copy 23.
                 if needed.get(source.relation):
                     columns = _cols(needed[source.relation])
-            self.sql.temp_table(
-                cut, f"select {columns} from {source.relation} where {where}", params
-            )
+                # Most of the table: a copy would write (and analyze) about all of it, where
+                # reading it in place filters it on the way (marts.chatbots' cut of
+                # marts.sessions: every chatbot is touched every hour).
+                in_place = len(pairs) == 1 and self.sql.cut_in_place(
+                    source.relation, pairs[0][0], n
+                )
+            if in_place:
+                self._views.add(cut)
+                self.sql.temp_view(cut, f"select * from {source.relation} where {where}")
+            else:
+                self.sql.temp_table(
+                    cut, f"select {columns} from {source.relation} where {where}", params
+                )
             replacements[source.relation] = cut
         old, new = self._temp("old", model.name), self._temp("new", model.name)
         # The old rows are found by key once, with their row ids: deleting them by row id

@@ -75,8 +75,17 @@ _HELPERS = {
 _STATE_COLUMNS = {"watermark_xid": "BIGINT", "row_count": "BIGINT"}
 
 
+# A cut by one column that keeps at least this share of the column's distinct values is read
+# in place (a temp view), not copied (see PgBuildSQL.cut_in_place).
+IN_PLACE_SHARE = 0.5
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 class PgBuildSQL:
@@ -119,6 +128,28 @@ class PgBuildSQL:
         self.run(f"drop table if exists {name}")
         self.run(f"create temp table {name} on commit drop as\n{select}", params)
         self.run(f"analyze {name}")  # temp tables are never analyzed by autovacuum
+
+    def temp_view(self, name: str, select: str) -> None:
+        # It reads the build's touched keys, a temp table dropped at commit: the view goes with
+        # it (ON COMMIT DROP cascades), or earlier with the planner's drop_all.
+        self.run(f"drop view if exists {name}")
+        self.run(f"create temp view {name} as\n{select}")
+
+    def cut_in_place(self, relation: str, column: str, keys: int) -> bool:
+        # From the table's statistics (autovacuum's, or an analyze): the number of distinct
+        # values of the column, or (negative) their share of its rows. Without statistics,
+        # the cut is copied as before.
+        schema, table = relation.split(".", 1)
+        found = self.rows(
+            "select s.n_distinct, c.reltuples from pg_stats s, pg_class c"
+            f" where c.oid = {_literal(relation)}::regclass and s.schemaname = {_literal(schema)}"
+            f" and s.tablename = {_literal(table)} and s.attname = {_literal(column)}"
+        )
+        if not found:
+            return False
+        n_distinct, reltuples = float(found[0][0]), float(found[0][1])
+        distinct = n_distinct if n_distinct > 0 else -n_distinct * max(reltuples, 0.0)
+        return distinct > 0 and keys >= IN_PLACE_SHARE * distinct
 
     def changed_since(self, stamp: str, since: Watermark) -> tuple[str, dict[str, Any]]:
         del stamp  # every raw and removed row records the transaction that wrote it: _xid

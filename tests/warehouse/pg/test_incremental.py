@@ -488,3 +488,69 @@ def test_a_build_state_without_a_row_count_is_counted_once_and_kept(seeded: Seed
     assert results["marts.messages"].mode == "incremental"
     assert counted == []
     assert_rows_are_counts(engine, results)
+
+
+def test_a_cut_keeping_most_of_a_columns_values_is_read_in_place(pg_engine: sa.Engine) -> None:
+    # Copying a cut that holds most of a table writes (and analyzes) about all of it; the
+    # table's statistics say how many distinct values the column has.
+    from robofy_etl.warehouse.pg.build_sql import PgBuildSQL
+
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "create table staging.cut_me as"
+            " select mod(g, 100) as bot, g as n from generate_series(1, 10000) as g"
+        )
+        sql = PgBuildSQL(conn)
+        assert not sql.cut_in_place("staging.cut_me", "bot", 90)  # no statistics: copied
+        conn.exec_driver_sql("analyze staging.cut_me")
+        assert not sql.cut_in_place("staging.cut_me", "bot", 10)  # 10 of 100 bots
+        assert sql.cut_in_place("staging.cut_me", "bot", 60)
+        # A unique column: its distinct values are a share of the rows (n_distinct -1).
+        assert not sql.cut_in_place("staging.cut_me", "n", 60)
+        assert sql.cut_in_place("staging.cut_me", "n", 6000)
+
+
+def test_the_rollup_reads_most_of_the_sessions_in_place_and_builds_the_same(
+    seeded: Seeded,
+) -> None:
+    engine, dconn = seeded
+    build_on(engine)
+    build_duckdb(dconn)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("analyze marts.sessions")
+        conn.exec_driver_sql("analyze staging.stg_robofy__leads")
+    # A chatbot is renamed: one of the two chatbots, so half of marts.sessions' chatbots.
+    bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
+    bots[0]["_payload"]["name"] = "Renamed again"
+    load_both(
+        seeded,
+        "robofy__chatbots",
+        bots,
+        Slice(within={"chatbot_id": [BOT_WA]}),
+        datetime(2026, 4, 27, 9, 0),
+        snapshot=True,
+    )
+    build_duckdb(dconn)
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(" ".join(str(args[2]).split()))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        modes = {r.name: r.mode for r in build_on(engine)}
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert modes["marts.chatbots"] == "incremental", modes
+    # The rollup's cut of marts.sessions (by chatbot: half of them) is a view of it; a cut
+    # by two columns (chatbot_daily_activity's, by chatbot and day) is still copied.
+    by_bot = [s for s in statements if 'select * from marts.sessions where "chatbot_id" in' in s]
+    assert by_bot
+    assert all(s.startswith("create temp view") for s in by_bot), by_bot
+    by_day = [s for s in statements if 'from marts.sessions where ("chatbot_id", "started' in s]
+    assert by_day
+    assert all(s.startswith("create temp table") for s in by_day), by_day
+    incremental = assert_same_as_duckdb(seeded)
+    assert {r.mode for r in build_on(engine, full_refresh=True)} == {"full"}
+    with engine.connect() as conn:
+        assert_same_tables(pg_tables(conn), incremental)
