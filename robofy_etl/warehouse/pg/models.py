@@ -493,6 +493,11 @@ def _build_one(
         conn.exec_driver_sql(f"drop table if exists {table}")
         select = _retarget(model.sql, rebuilt)
         rows = sql.write(f"create table {table} as\n{select}")
+        # Statistics now, not when autovacuum gets to the table (after a 365-day build it was
+        # still analyzing other tables, marts.sessions not yet): the models built after it,
+        # and the next incremental builds, are planned with them (PgBuildSQL.about_rows,
+        # cut_in_place).
+        conn.exec_driver_sql(f"analyze {table}")
         _document(conn, model, table)
     elif model.name in sql.row_counts:
         rows = sql.row_counts[model.name] - change.deleted + change.inserted
