@@ -80,6 +80,21 @@ def load_both(
             pg_load.replace_slice(conn, table, rows, slc, **options)
 
 
+def rename_chatbot(seeded: Seeded, chatbot_id: str, name: str) -> None:
+    """A snapshot load into both back ends renaming one chatbot (a lookup change)."""
+    bots = stored_rows(seeded[1], "robofy__chatbots", f"chatbot_id = '{chatbot_id}'")
+    assert len(bots) == 1
+    bots[0]["_payload"]["name"] = name
+    load_both(
+        seeded,
+        "robofy__chatbots",
+        bots,
+        Slice(within={"chatbot_id": [chatbot_id]}),
+        datetime(2026, 4, 27, 9, 0),
+        snapshot=True,
+    )
+
+
 def build_duckdb(dconn: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> None:
     dconn.execute("begin")
     models.build(dconn, full_refresh=full_refresh)
@@ -142,17 +157,7 @@ def test_incremental_builds_equal_duckdb_and_a_full_rebuild(seeded: Seeded) -> N
     assert_same_as_duckdb(seeded)
 
     # A chatbot is renamed: a lookup change touches every session of that chatbot.
-    bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
-    assert len(bots) == 1
-    bots[0]["_payload"]["name"] = "Renamed bot"
-    load_both(
-        seeded,
-        "robofy__chatbots",
-        bots,
-        Slice(within={"chatbot_id": [BOT_WA]}),
-        datetime(2026, 4, 27, 9, 0),
-        snapshot=True,
-    )
+    rename_chatbot(seeded, BOT_WA, "Renamed bot")
     # A session vanishes from the listing (removed from raw with its messages).
     sessions = stored_rows(dconn, "robofy__inbox_sessions", f"chatbot_id = '{BOT_WEB}'")
     assert any(s["session_id"] == S2 for s in sessions)
@@ -528,16 +533,7 @@ def test_the_rollup_reads_most_of_the_sessions_in_place_and_builds_the_same(
     assert analyzed
     assert all(analyzed.values()), analyzed
     # A chatbot is renamed: one of the two chatbots, so half of marts.sessions' chatbots.
-    bots = stored_rows(dconn, "robofy__chatbots", f"chatbot_id = '{BOT_WA}'")
-    bots[0]["_payload"]["name"] = "Renamed again"
-    load_both(
-        seeded,
-        "robofy__chatbots",
-        bots,
-        Slice(within={"chatbot_id": [BOT_WA]}),
-        datetime(2026, 4, 27, 9, 0),
-        snapshot=True,
-    )
+    rename_chatbot(seeded, BOT_WA, "Renamed again")
     build_duckdb(dconn)
     statements: list[str] = []
 
