@@ -84,7 +84,8 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """``text`` as a SQL string literal (where a value cannot be a bound parameter)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -142,8 +143,9 @@ class PgBuildSQL:
         schema, table = relation.split(".", 1)
         found = self.rows(
             "select s.n_distinct, c.reltuples from pg_stats s, pg_class c"
-            f" where c.oid = {_literal(relation)}::regclass and s.schemaname = {_literal(schema)}"
-            f" and s.tablename = {_literal(table)} and s.attname = {_literal(column)}"
+            f" where c.oid = {sql_literal(relation)}::regclass"
+            f" and s.schemaname = {sql_literal(schema)} and s.tablename = {sql_literal(table)}"
+            f" and s.attname = {sql_literal(column)}"
         )
         if not found:
             return False

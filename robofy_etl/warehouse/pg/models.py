@@ -57,7 +57,7 @@ from robofy_etl.warehouse.models import (
     _downstream,
     plan_selection,
 )
-from robofy_etl.warehouse.pg.build_sql import PgBuildSQL
+from robofy_etl.warehouse.pg.build_sql import PgBuildSQL, sql_literal
 from robofy_etl.warehouse.pg.locks import lock_key
 from robofy_etl.warehouse.tables import SCHEMAS
 
@@ -167,14 +167,10 @@ def _retarget(sql: str, built: Iterable[str]) -> str:
     return sql
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _document(conn: sa.Connection, model: Model, table: str) -> None:
     """COMMENT ON the new table and its columns, from the model's header (as on DuckDB)."""
     summary = " ".join(part for part in (model.description, f"Grain: {model.grain}.") if part)
-    conn.exec_driver_sql(f"comment on table {table} is {_quote(summary)}".replace("%", "%%"))
+    conn.exec_driver_sql(f"comment on table {table} is {sql_literal(summary)}".replace("%", "%%"))
     present = set(
         conn.execute(
             sa.text(
@@ -190,7 +186,7 @@ def _document(conn: sa.Connection, model: Model, table: str) -> None:
             f"{model.path}: the header documents columns the model does not produce: {missing}"
         )
     for column, doc in model.column_docs.items():
-        statement = f'comment on column {table}."{column}" is {_quote(doc)}'
+        statement = f'comment on column {table}."{column}" is {sql_literal(doc)}'
         conn.exec_driver_sql(statement.replace("%", "%%"))
 
 
